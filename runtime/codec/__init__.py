@@ -1,0 +1,1 @@
+"""Sans-I/O codecs: bytes in, messages or sentinels out (no sockets, no asyncio)."""

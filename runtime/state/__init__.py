@@ -1,0 +1,1 @@
+"""Sans-I/O state machines: fed with messages (and times), they never touch a socket."""
