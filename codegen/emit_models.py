@@ -25,7 +25,8 @@ _STRIPPED_KEYWORDS = ("examples", "$comment")
 
 def dcg_options() -> dict[str, Any]:
     """Every behaviour-affecting datamodel-code-generator option, explicitly."""
-    from datamodel_code_generator import DataModelType, InputFileType, PythonVersion
+    from datamodel_code_generator.enums import DataModelType, InputFileType
+    from datamodel_code_generator.format import PythonVersion
 
     return {
         "input_file_type": InputFileType.JsonSchema,
@@ -61,7 +62,9 @@ def family_definitions(tree: SchemaTree, family: Family) -> list[tuple[str, str]
     The family's own files first (sorted by path, definitions in file order), then the
     ``common/`` definitions they reach through ``$ref``, transitively.
     """
-    own = [(rel, name) for rel in family.schema_files for name in tree.documents[rel].get("$defs", {})]
+    own = [
+        (rel, name) for rel in family.schema_files for name in tree.documents[rel].get("$defs", {})
+    ]
     seen = set(own)
     extra: list[tuple[str, str]] = []
     queue = list(own)

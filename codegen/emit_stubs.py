@@ -60,8 +60,16 @@ def transport_summary(transport: Mapping[str, Any]) -> str:
         layer = "TLS (1.2 or newer)" if transport["security"] == "tls" else "plain TCP"
         if transport["security"] == "tls" and transport.get("min_tls_version") == "1.3":
             layer = "TLS 1.3"
-        per = "one request per connection" if transport["requests_per_connection"] == "one" else "many requests per connection"
-        auth = ", password authentication in band" if transport["authentication"] == "password-in-band" else ""
+        per = (
+            "one request per connection"
+            if transport["requests_per_connection"] == "one"
+            else "many requests per connection"
+        )
+        auth = (
+            ", password authentication in band"
+            if transport["authentication"] == "password-in-band"
+            else ""
+        )
         return f"JSON lines over {layer}, {per}{auth}"
     return str(kind)
 
@@ -147,7 +155,12 @@ def _type_text(schema: Mapping[str, Any]) -> str:
         text = "array of " + _type_text(schema["items"])
     bounds = [
         f"{label} {schema[key]}"
-        for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"), ("maxLength", "length ≤"))
+        for key, label in (
+            ("minimum", "≥"),
+            ("maximum", "≤"),
+            ("minLength", "length ≥"),
+            ("maxLength", "length ≤"),
+        )
         if key in schema
     ]
     if "pattern" in schema:
@@ -183,7 +196,11 @@ def _definition_doc(tree: SchemaTree, rel: str, name: str) -> dict[str, Any]:
 
 
 def emit_stubs(
-    tree: SchemaTree, family: Family, definitions: list[tuple[str, str]], header_py: str, header_md: str
+    tree: SchemaTree,
+    family: Family,
+    definitions: list[tuple[str, str]],
+    header_py: str,
+    header_md: str,
 ) -> dict[str, str]:
     """Render the family's stub files: relative path → text (Python not yet formatted)."""
     env = environment()

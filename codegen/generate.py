@@ -78,7 +78,17 @@ def _format_python(files: Mapping[str, str]) -> dict[str, str]:
             formatted[path] = text
             continue
         result = subprocess.run(
-            [sys.executable, "-m", "ruff", "format", "--isolated", f"--line-length={LINE_LENGTH}", "--stdin-filename", path, "-"],
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                "format",
+                "--isolated",
+                f"--line-length={LINE_LENGTH}",
+                "--stdin-filename",
+                path,
+                "-",
+            ],
             input=text,
             capture_output=True,
             text=True,
@@ -206,4 +216,12 @@ def regenerate(schemas: Path, out: Path) -> int:
     return len(files)
 
 
-__all__ = ["build", "check", "diff_trees", "generator_version", "inputs_digest", "regenerate", "write"]
+__all__ = [
+    "build",
+    "check",
+    "diff_trees",
+    "generator_version",
+    "inputs_digest",
+    "regenerate",
+    "write",
+]

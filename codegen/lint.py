@@ -11,7 +11,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import referencing
@@ -19,6 +19,9 @@ import referencing.jsonschema
 from referencing.exceptions import Unresolvable
 
 from runwire.codegen.model import SchemaTree
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -130,7 +133,11 @@ def _lint_document(
         yield LintIssue(rel, "/$schema", "dialect", f"must be {DIALECT!r}")
     if document.get("$id") != tree.uri(rel):
         yield LintIssue(rel, "/$id", "schema-id", f"must be {tree.uri(rel)!r}")
-    meta_errors = list(jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA).iter_errors(document))
+    meta_errors = list(
+        jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA).iter_errors(
+            document
+        )
+    )
     for error in sorted(meta_errors, key=lambda e: [str(p) for p in e.absolute_path]):
         pointer = "".join(f"/{escape(str(p))}" for p in error.absolute_path)
         yield LintIssue(rel, pointer, "metaschema", error.message)
@@ -156,10 +163,14 @@ def _closed_object(rel: str, pointer: str, schema: Mapping[str, Any]) -> Iterato
     if pointer.endswith(("/if", "/not")):
         return  # a condition, not a message shape
     types = schema.get("type")
-    is_object = types == "object" or (isinstance(types, list) and "object" in types and len(types) == 1)
+    is_object = types == "object" or (
+        isinstance(types, list) and "object" in types and len(types) == 1
+    )
     if not (is_object or "properties" in schema):
         return
-    closed = schema.get("additionalProperties") is False or schema.get("unevaluatedProperties") is False
+    closed = (
+        schema.get("additionalProperties") is False or schema.get("unevaluatedProperties") is False
+    )
     if closed:
         return
     if _nonempty_string(schema.get("x-open-reason")):
@@ -168,22 +179,26 @@ def _closed_object(rel: str, pointer: str, schema: Mapping[str, Any]) -> Iterato
 
 
 def _refs(
-    rel: str, pointer: str, schema: Mapping[str, Any], resolver: referencing.Resolver[Any]
+    rel: str, pointer: str, schema: Mapping[str, Any], resolver: Resolver[Any]
 ) -> Iterator[LintIssue]:
     ref = schema.get("$ref")
     if ref is None:
         return
     parsed = urllib.parse.urlsplit(ref)
     if parsed.scheme or parsed.netloc:
-        yield LintIssue(rel, f"{pointer}/$ref", "no-remote-ref", f"{ref!r} is not a relative reference")
+        yield LintIssue(
+            rel, f"{pointer}/$ref", "no-remote-ref", f"{ref!r} is not a relative reference"
+        )
         return
     try:
         resolver.lookup(ref)
     except Unresolvable:
-        yield LintIssue(rel, f"{pointer}/$ref", "no-remote-ref", f"{ref!r} does not resolve inside schemas/")
+        yield LintIssue(
+            rel, f"{pointer}/$ref", "no-remote-ref", f"{ref!r} does not resolve inside schemas/"
+        )
 
 
-def _resolve(schema: Mapping[str, Any], resolver: referencing.Resolver[Any]) -> Mapping[str, Any] | None:
+def _resolve(schema: Mapping[str, Any], resolver: Resolver[Any]) -> Mapping[str, Any] | None:
     """Follow ``$ref`` chains (at most 16 hops) to the schema that holds the keywords."""
     for _ in range(16):
         ref = schema.get("$ref")
@@ -212,7 +227,7 @@ def const_tags(branch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _discriminator(
-    rel: str, pointer: str, schema: Mapping[str, Any], resolver: referencing.Resolver[Any]
+    rel: str, pointer: str, schema: Mapping[str, Any], resolver: Resolver[Any]
 ) -> Iterator[LintIssue]:
     branches = schema.get("oneOf")
     if not isinstance(branches, list) or not branches:
@@ -222,9 +237,7 @@ def _discriminator(
         return
     tags = [const_tags(b) for b in resolved if b is not None]
     shared = set(tags[0]).intersection(*tags[1:])
-    candidates = sorted(
-        name for name in shared if len({repr(t[name]) for t in tags}) == len(tags)
-    )
+    candidates = sorted(name for name in shared if len({repr(t[name]) for t in tags}) == len(tags))
     declared = schema.get("discriminator")
     if declared is None:
         if candidates:
@@ -262,9 +275,14 @@ def _definition(
     if not isinstance(examples, list) or not examples:
         yield LintIssue(rel, pointer, "definition-docs", 'missing "examples" (at least one)')
         return
-    validator = jsonschema.Draft202012Validator({"$ref": f"{base_uri}#{pointer}"}, registry=registry)
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": f"{base_uri}#{pointer}"}, registry=registry
+    )
     for i, example in enumerate(examples):
-        error = jsonschema.exceptions.best_match(validator.iter_errors(example))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(example))
+        except Unresolvable:
+            return  # reported by the no-remote-ref rule
         if error is not None:
             at = "".join(f"/{escape(str(p))}" for p in error.absolute_path)
             yield LintIssue(
@@ -273,7 +291,9 @@ def _definition(
 
 
 def _unique_names(tree: SchemaTree) -> Iterator[LintIssue]:
-    families = sorted({rel.split("/", 1)[0] for rel in tree.schema_paths()} - {"common", "meta", "conformance"})
+    families = sorted(
+        {rel.split("/", 1)[0] for rel in tree.schema_paths()} - {"common", "meta", "conformance"}
+    )
     for family in families:
         seen: dict[str, str] = {}
         for rel in tree.schema_paths():

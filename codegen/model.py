@@ -53,7 +53,9 @@ class SchemaTree:
             try:
                 documents[rel] = json.loads(data)
             except json.JSONDecodeError as exc:
-                raise SchemaError(f"{rel}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+                raise SchemaError(
+                    f"{rel}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
+                ) from exc
             raw[rel] = data
         return cls(root=root, documents=documents, raw=raw)
 
@@ -241,7 +243,9 @@ def _family(tree: SchemaTree, rel: str, manifest: Mapping[str, Any]) -> Family:
                 transport=entry["transport"],
                 operations=tuple(operations),
                 request=_ref(name, entry.get("request"), f"{where}/request"),
-                malformed_reply=_ref(name, entry.get("malformed_reply"), f"{where}/malformed_reply"),
+                malformed_reply=_ref(
+                    name, entry.get("malformed_reply"), f"{where}/malformed_reply"
+                ),
             )
         )
     family = Family(
@@ -262,10 +266,14 @@ def _check_refs(tree: SchemaTree, rel: str, family: Family) -> None:
         if interface.schema not in tree.documents:
             raise SchemaError(f"{rel}: interface {interface.name!r}: no file {interface.schema}")
         refs = [("request", interface.request), ("malformed_reply", interface.malformed_reply)]
-        refs += [(f"{op.name}.{role}", ref) for op in interface.operations for role, ref in op.refs()]
+        refs += [
+            (f"{op.name}.{role}", ref) for op in interface.operations for role, ref in op.refs()
+        ]
         for role, ref in refs:
             if ref is None:
                 continue
             document = tree.documents.get(ref.file)
             if document is None or ref.name not in document.get("$defs", {}):
-                raise SchemaError(f"{rel}: {interface.name}.{role}: no definition {ref.file}#/$defs/{ref.name}")
+                raise SchemaError(
+                    f"{rel}: {interface.name}.{role}: no definition {ref.file}#/$defs/{ref.name}"
+                )

@@ -69,7 +69,7 @@ def recognise(message: Any, operations: Sequence[OperationSpec]) -> OperationSpe
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        names = ", ".join(op.key or f"{op.tag[0]}={op.tag[1]!r}" for op in operations if op.key or op.tag)
+        names = ", ".join(_describe(op) for op in operations)
         raise RemoteProtocolError(
             f"request names no known operation (expected one of: {names})", error_type="bad_request"
         )
@@ -77,6 +77,27 @@ def recognise(message: Any, operations: Sequence[OperationSpec]) -> OperationSpe
         "request names several operations: " + ", ".join(op.name for op in matches),
         error_type="bad_request",
     )
+
+
+async def _finish_new_tasks(known: set[asyncio.Task[Any]], rounds: int = 8) -> None:
+    """Wait for the tasks started since ``known`` was taken, and for those they start
+    (at most ``rounds`` generations)."""
+    current = asyncio.current_task()
+    for _ in range(rounds):
+        await asyncio.sleep(0)  # let scheduled create_task callbacks run
+        new = {task for task in asyncio.all_tasks() if task not in known and task is not current}
+        if not new:
+            return
+        await asyncio.wait(new)
+        known = known | new
+
+
+def _describe(op: OperationSpec) -> str:
+    if op.key is not None:
+        return op.key
+    if op.tag is not None:
+        return f"{op.tag[0]}={op.tag[1]!r}"
+    return op.name
 
 
 class SyncRunner:
@@ -95,7 +116,9 @@ class SyncRunner:
         except RuntimeError:
             pass
         else:
-            raise InvalidState("a sync client cannot run inside an event loop; use the async client")
+            raise InvalidState(
+                "a sync client cannot run inside an event loop; use the async client"
+            )
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
         return self._loop
@@ -117,7 +140,13 @@ class SyncRunner:
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None and not loop.is_closed():
+                known = asyncio.all_tasks(loop)
                 loop.run_until_complete(aclose())
+                # Closing `iterator` drops the async generators it was iterating (an
+                # `async for` inside it, as generated clients have); asyncio closes those in
+                # tasks it starts now. Finish them here, or what they hold (a connection)
+                # stays open until the loop runs again.
+                loop.run_until_complete(_finish_new_tasks(known))
 
     def close(self) -> None:
         """Close the private loop."""

@@ -30,11 +30,11 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote, unquote, urldefrag, urljoin
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import jsonschema_rs
 import referencing
 import referencing.exceptions
-from jsonschema.exceptions import (  # type: ignore[import-untyped]
+from jsonschema.exceptions import (
     ValidationError,
     best_match,
 )

@@ -10,19 +10,12 @@ terminator and nothing after it. Used by generated clients (inbound) and servers
 from __future__ import annotations
 
 import enum
-from typing import Any, Protocol
+from typing import Any
 
 from runwire.runtime.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from runwire.runtime.validation import MessageValidator
 
 __all__ = ["Part", "ReplyStream"]
-
-
-class _Validator(Protocol):
-    uri: str
-
-    def is_valid(self, instance: Any) -> bool: ...
-
-    def check(self, instance: Any, *, outbound: bool = False) -> None: ...
 
 
 class Part(enum.Enum):
@@ -47,9 +40,9 @@ class ReplyStream:
     def __init__(
         self,
         *,
-        item: _Validator,
-        terminator: _Validator,
-        ack: _Validator | None = None,
+        item: MessageValidator,
+        terminator: MessageValidator,
+        ack: MessageValidator | None = None,
         outbound: bool = False,
     ) -> None:
         self._item = item
@@ -110,6 +103,4 @@ class ReplyStream:
             RemoteProtocolError (LocalProtocolError when outbound): no terminator was sent.
         """
         if not self.done:
-            raise self._error(
-                f"stream ended after {self._count} message(s) without a terminator"
-            )
+            raise self._error(f"stream ended after {self._count} message(s) without a terminator")

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import ssl as _ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from runwire.runtime.endpoint import OperationSpec, recognise
@@ -85,7 +85,7 @@ class JsonLinesClientBase:
         assert uri is not None, "the dispatch table lacks a schema for this message"
         return self.registry.validator(uri)
 
-    async def _exchange(self, request: Any) -> AsyncIterator[Any]:
+    async def _exchange(self, request: Any) -> AsyncGenerator[Any, None]:
         connection = await open_jsonlines(
             self.host,
             self.port,
@@ -125,7 +125,7 @@ class JsonLinesClientBase:
 
     async def request_stream(
         self, spec: OperationSpec, request: AnyModel | dict[str, Any]
-    ) -> AsyncIterator[tuple[Part, Any]]:
+    ) -> AsyncGenerator[tuple[Part, Any], None]:
         """Send ``request`` and yield (part, JSON message) for every reply line.
 
         The last pair yielded is the terminator.
@@ -203,7 +203,7 @@ class JsonLinesServerBase(abc.ABC):
         """The error for bytes sent after the one request line (harpd: invalid_request)."""
         return RemoteProtocolError("excessive data after request", error_type="invalid_request")
 
-    async def handle(self, message: Any) -> AsyncIterator[Any]:
+    async def handle(self, message: Any) -> AsyncGenerator[Any, None]:
         """Serve one decoded request: yield each validated JSON reply line to send.
 
         Raises:
@@ -214,7 +214,9 @@ class JsonLinesServerBase(abc.ABC):
         """
         spec = recognise(message, self.OPERATIONS)
         self.registry.validator(spec.request_uri).check(message, error_type="bad_request")
-        request = spec.request_model.model_validate(message)
+        # The schema has judged the request; lax mode only lets the model agree with it where
+        # strict pydantic is stricter than JSON Schema (1.0 is an integer there).
+        request = spec.request_model.model_validate(message, strict=False)
         handler = getattr(self, spec.name)
         if spec.pattern == "request-stream":
             stream = ReplyStream(
@@ -223,7 +225,7 @@ class JsonLinesServerBase(abc.ABC):
                 ack=self.registry.validator(spec.ack_uri) if spec.ack_uri else None,
                 outbound=True,
             )
-            generator = handler(request)
+            generator: AsyncGenerator[Any, None] = handler(request)
             try:
                 async for reply in generator:
                     wire = _wire(reply)
@@ -299,7 +301,11 @@ class JsonLinesServerBase(abc.ABC):
             logger.debug("error line not delivered to %s: %s", connection.peer, exc)
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int | None = None, *, ssl: _ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         """Listen on ``host``:``port`` (default port: the interface's) and serve each connection.
 

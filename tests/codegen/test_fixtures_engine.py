@@ -24,6 +24,7 @@ import pytest
 import referencing
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing.jsonschema import DRAFT202012
+
 from runwire.codegen.fixtures import Fixture, make_fixtures
 
 BASE = "https://runwire.dev/schemas/test/"

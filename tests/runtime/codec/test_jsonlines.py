@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+
 from runwire.runtime.codec.jsonlines import (
     EOF,
     NEED_DATA,

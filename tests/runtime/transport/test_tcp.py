@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from runwire.runtime.errors import (
     AuthenticationError,
     ConnectionClosed,
