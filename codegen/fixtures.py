@@ -476,6 +476,48 @@ def _required_mutants(node: _Node, instance: Any, path: Path) -> Iterator[_Mutan
                 )
 
 
+def _not_required_mutants(node: _Node, instance: Any, path: Path) -> Iterator[_Mutant]:
+    """``not: {"required": [...]}`` (keys that exclude each other): add the missing keys.
+
+    A missing key's value is its property's ``default``, ``const`` or first ``examples``
+    entry; without one, no mutant is made.
+    """
+    forbidden = node.schema.get("not")
+    if not isinstance(instance, dict) or not isinstance(forbidden, dict):
+        return
+    keys = forbidden.get("required")
+    if set(forbidden) != {"required"} or not isinstance(keys, list):
+        return
+    properties = node.schema.get("properties", {})
+    value = dict(instance)
+    for key in keys:
+        if key in value:
+            continue
+        sample = _sample(properties.get(key))
+        if sample is _NO_SAMPLE:
+            return
+        value[key] = sample
+    together = ", ".join(f"'{k}'" for k in keys)
+    summary = f"with {together} together{' in ' + _pointer(path) if path else ''}, which exclude each other"
+    yield _Mutant("not", node.child("not"), ",".join(keys), path, value, summary)
+
+
+_NO_SAMPLE = object()
+
+
+def _sample(schema: Any) -> Any:
+    """A value a property schema documents itself: default, const or first example."""
+    if not isinstance(schema, dict):
+        return _NO_SAMPLE
+    for keyword in ("default", "const"):
+        if keyword in schema:
+            return copy.deepcopy(schema[keyword])
+    examples = schema.get("examples")
+    if isinstance(examples, list) and examples:
+        return copy.deepcopy(examples[0])
+    return _NO_SAMPLE
+
+
 def _closed_object_mutants(node: _Node, instance: Any, path: Path) -> Iterator[_Mutant]:
     """``additionalProperties: false`` / ``unevaluatedProperties: false``: add a new key."""
     if not isinstance(instance, dict):
@@ -614,6 +656,7 @@ _KEYWORD_FAMILIES: tuple[Callable[[_Node, Any, Path], Iterator[_Mutant]], ...] =
     _const_mutants,
     _enum_mutants,
     _required_mutants,
+    _not_required_mutants,
     _closed_object_mutants,
     _numeric_mutants,
     _string_mutants,
