@@ -46,6 +46,8 @@ import referencing
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from runwire.runtime.validation import escape_token, to_pointer
+
 __all__ = ["Fixture", "make_fixtures"]
 
 Path = tuple[str | int, ...]
@@ -244,7 +246,7 @@ class _Node:
         schema, base, pointer = self.schema, self.base, self.pointer
         for token in tokens:
             schema = schema[token]
-            pointer = f"{pointer}/{_escape(token)}"
+            pointer = f"{pointer}/{escape_token(token)}"
             if isinstance(schema, dict) and isinstance(schema.get("$id"), str):
                 base, pointer = urldefrag(urljoin(base, schema["$id"]))[0], ""
         return _Node(schema, base, pointer)
@@ -787,17 +789,13 @@ def _replace_at(document: Any, path: Path, value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _escape(token: str | int) -> str:
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
 def _unescape(token: str) -> str:
     return token.replace("~1", "/").replace("~0", "~")
 
 
 def _pointer(path: Path) -> str:
     """RFC 6901 pointer of ``path`` (``""`` for the root)."""
-    return "".join(f"/{_escape(token)}" for token in path)
+    return to_pointer(path)
 
 
 def _where(path: Path) -> str:

@@ -19,6 +19,7 @@ import referencing.jsonschema
 from referencing.exceptions import Unresolvable
 
 from runwire.codegen.model import SchemaTree
+from runwire.runtime.validation import escape_token, to_pointer
 
 if TYPE_CHECKING:
     from referencing._core import Resolver
@@ -72,11 +73,6 @@ class LintIssue:
         return f"{self.file}: {self.pointer or '/'}: [{self.rule}] {self.message}"
 
 
-def escape(token: str) -> str:
-    """Escape one JSON pointer reference token (RFC 6901)."""
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def walk(schema: Any, pointer: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Yield (JSON pointer, subschema) for ``schema`` and every schema nested in it."""
     if not isinstance(schema, Mapping):
@@ -86,7 +82,7 @@ def walk(schema: Any, pointer: str = "") -> Iterator[tuple[str, Mapping[str, Any
         children = schema.get(keyword)
         if isinstance(children, Mapping):
             for name in sorted(children):
-                yield from walk(children[name], f"{pointer}/{keyword}/{escape(name)}")
+                yield from walk(children[name], f"{pointer}/{keyword}/{escape_token(name)}")
     for keyword in _SCHEMA_LIST_KEYWORDS:
         children = schema.get(keyword)
         if isinstance(children, list):
@@ -139,7 +135,7 @@ def _lint_document(
         )
     )
     for error in sorted(meta_errors, key=lambda e: [str(p) for p in e.absolute_path]):
-        pointer = "".join(f"/{escape(str(p))}" for p in error.absolute_path)
+        pointer = to_pointer(error.absolute_path)
         yield LintIssue(rel, pointer, "metaschema", error.message)
     if meta_errors:
         return
@@ -265,7 +261,7 @@ def _definition(
     registry: referencing.Registry[Any],
     base_uri: str,
 ) -> Iterator[LintIssue]:
-    pointer = f"/$defs/{escape(name)}"
+    pointer = f"/$defs/{escape_token(name)}"
     if not isinstance(definition, Mapping):
         return
     for key in ("title", "description"):
@@ -284,7 +280,7 @@ def _definition(
         except Unresolvable:
             return  # reported by the no-remote-ref rule
         if error is not None:
-            at = "".join(f"/{escape(str(p))}" for p in error.absolute_path)
+            at = to_pointer(error.absolute_path)
             yield LintIssue(
                 rel, f"{pointer}/examples/{i}", "examples-valid", f"at {at or '/'}: {error.message}"
             )
@@ -303,7 +299,7 @@ def _unique_names(tree: SchemaTree) -> Iterator[LintIssue]:
                 if name in seen:
                     yield LintIssue(
                         rel,
-                        f"/$defs/{escape(name)}",
+                        f"/$defs/{escape_token(name)}",
                         "unique-definition-names",
                         f"{name!r} is also defined in {seen[name]} (family {family!r})",
                     )

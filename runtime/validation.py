@@ -57,14 +57,14 @@ _SCHEMA_PACKAGE: Final = "runwire.schemas"
 _FRAGMENT_SAFE: Final = "/~!$&'()*+,;=:@"
 
 
-def _escape_token(token: object) -> str:
+def escape_token(token: object) -> str:
     """One RFC 6901 reference token: ``~`` → ``~0``, ``/`` → ``~1``."""
     return str(token).replace("~", "~0").replace("/", "~1")
 
 
-def _to_pointer(tokens: Iterable[object]) -> str:
+def to_pointer(tokens: Iterable[object]) -> str:
     """RFC 6901 JSON pointer for `tokens` ("" for the root)."""
-    return "".join("/" + _escape_token(token) for token in tokens)
+    return "".join("/" + escape_token(token) for token in tokens)
 
 
 def _parse_fragment_pointer(fragment: str) -> list[str]:
@@ -395,7 +395,7 @@ class MessageValidator:
 
     def _violation(self, error: ValidationError) -> SchemaViolation:
         return SchemaViolation(
-            instance_pointer=_to_pointer(error.absolute_path),
+            instance_pointer=to_pointer(error.absolute_path),
             keyword=str(error.validator),
             schema_location=self._locate(error),
             message=error.message,
@@ -489,4 +489,4 @@ class _Position:
         return _Position(node, base, self.document, (*self.tokens, str(step)))
 
     def uri(self) -> str:
-        return f"{self.document}#{quote(_to_pointer(self.tokens), safe=_FRAGMENT_SAFE)}"
+        return f"{self.document}#{quote(to_pointer(self.tokens), safe=_FRAGMENT_SAFE)}"

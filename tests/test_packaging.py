@@ -67,7 +67,8 @@ def test_installed_package_works_outside_the_source_tree(tmp_path: Path) -> None
 def test_tox_tests_the_built_wheel_not_the_source_tree() -> None:
     installed = Path(runwire.__file__).resolve()
     assert Path(os.environ["TOX_ENV_DIR"]).resolve() in installed.parents
-    assert ROOT not in installed.parents
+    assert "site-packages" in installed.parts
+    assert installed != (ROOT / "cli" / "__init__.py").resolve()
 
 
 def test_console_script_entry_point_names_main() -> None:
