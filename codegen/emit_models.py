@@ -76,7 +76,7 @@ def family_definitions(tree: SchemaTree, family: Family) -> list[tuple[str, str]
                 extra.append(target)
                 queue.append(target)
     common = sorted(t for t in extra if not t[0].startswith(family.name + "/"))
-    return [t for t in own] + common
+    return own + common
 
 
 def _refs(schema: Any, rel: str) -> Iterator[tuple[str, str]]:

@@ -18,8 +18,8 @@ from typing import Any
 import jsonschema
 
 from runwire.runtime.errors import SchemaError
+from runwire.runtime.validation import SCHEMA_BASE_URI
 
-SCHEMA_BASE_URI = "https://runwire.dev/schemas/"
 META_SCHEMA_PATH = "meta/protocol.schema.json"
 MANIFEST_NAME = "protocol.json"
 
