@@ -1,55 +1,23 @@
 """The ``runwire`` command line.
 
-Subcommands:
-    codegen     regenerate ``generated/`` from ``schemas/`` (``--check``: fail on drift)
+Subcommands (one module each under ``runwire.commands``):
+    codegen      regenerate ``generated/`` from ``schemas/`` (``--check``: fail on drift)
+    serve        run a reference server (``runwire serve jobs-dispatcher``, ``jobs-agent``)
+    jobs         talk to a jobs dispatcher (submit, result, status, follow, cancel, list)
+    conformance  run the conformance suite against a server
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from runwire import __version__
 
-
-def _codegen(args: argparse.Namespace) -> int:
-    try:
-        from runwire.codegen import generate
-    except ImportError as exc:  # the codegen extra is not installed
-        print(
-            f"runwire codegen needs the codegen extra (pip install 'runwire[codegen]'): {exc}",
-            file=sys.stderr,
-        )
-        return 2
-    from runwire.runtime.errors import SchemaError
-
-    schemas, out = Path(args.schemas), Path(args.out)
-    if not (schemas / "meta" / "protocol.schema.json").is_file():
-        print(
-            f"{schemas}: not a runwire schemas folder; run from the project root or pass --schemas",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        if args.check:
-            diff = generate.check(schemas, out)
-            if diff:
-                sys.stdout.writelines(diff)
-                print(
-                    f"\n{out} is out of date with {schemas}: run `{generate.REGENERATE}`.",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"{out} is up to date with {schemas}.")
-            return 0
-        count = generate.regenerate(schemas, out)
-    except SchemaError as exc:
-        print(f"runwire codegen: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {count} files to {out}")
-    return 0
+#: Modules under ``runwire.commands`` that add a subcommand, in help order.
+SUBCOMMANDS = ("codegen", "serve", "jobs", "conformance")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,23 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"runwire {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    codegen = sub.add_parser(
-        "codegen",
-        help="regenerate generated/ from schemas/",
-        description="Lint the schemas and manifests, then regenerate models, clients, server stubs, fixtures and reference docs.",
-    )
-    codegen.add_argument(
-        "--check",
-        action="store_true",
-        help="regenerate into a temporary folder and fail with a diff on any difference",
-    )
-    codegen.add_argument(
-        "--schemas", default="schemas", help="the schemas folder (default: %(default)s)"
-    )
-    codegen.add_argument(
-        "--out", default="generated", help="the generated folder (default: %(default)s)"
-    )
-    codegen.set_defaults(func=_codegen)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"runwire.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"runwire.commands.{name}":
+                raise
+            continue  # not built yet
+        module.register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Conformance cases of the jobs family (dispatcher and agent)."""
