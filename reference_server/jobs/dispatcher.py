@@ -304,6 +304,7 @@ class Dispatcher(DispatcherServerBase):
         self._background: set[asyncio.Task[Any]] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._closing = False
+        self._ssl_contexts: dict[HostEntry, ssl.SSLContext] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -642,7 +643,7 @@ class Dispatcher(DispatcherServerBase):
         client = AgentClient(
             host.address,
             host.port,
-            ssl=host.ssl_context(),
+            ssl=self._ssl_context(host),
             server_hostname=host.server_name,
             # our own limits below fire first; this only backs them up
             timeout_s=max(record.timeout_s, record.max_exec_time_s) + 5.0,
@@ -692,6 +693,16 @@ class Dispatcher(DispatcherServerBase):
                 return _outcome(line)
         finally:
             await lines.aclose()  # type: ignore[attr-defined]
+
+    def _ssl_context(self, host: HostEntry) -> ssl.SSLContext:
+        """The TLS context for ``host``, made once per registry entry (loading a CA
+        bundle costs more than a handshake)."""
+        context = self._ssl_contexts.get(host)
+        if context is None:
+            if len(self._ssl_contexts) > 4 * len(self.hosts) + 16:
+                self._ssl_contexts.clear()  # entries of hosts since reloaded away
+            context = self._ssl_contexts[host] = host.ssl_context()
+        return context
 
     def _append_packet(self, live: LiveJob, data: Any) -> None:
         record = live.record
