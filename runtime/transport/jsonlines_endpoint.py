@@ -203,6 +203,14 @@ class JsonLinesServerBase(abc.ABC):
         """The error for bytes sent after the one request line (harpd: invalid_request)."""
         return RemoteProtocolError("excessive data after request", error_type="invalid_request")
 
+    def request_timeout_reply(self, error: Timeout) -> AnyModel | None:
+        """The error line for a peer that sent no complete request within ``timeout_s``.
+
+        None (the default): close without a reply. Override to answer in the interface's
+        own error shape (harpd: ``read_error``).
+        """
+        return None
+
     async def handle(self, message: Any) -> AsyncGenerator[Any, None]:
         """Serve one decoded request: yield each validated JSON reply line to send.
 
@@ -256,6 +264,12 @@ class JsonLinesServerBase(abc.ABC):
         except (ProtocolError, LimitExceeded) as exc:
             await self._send_malformed(connection, exc)
             return
+        except Timeout as exc:
+            reply = self.request_timeout_reply(exc)
+            if reply is None:
+                raise
+            await self._send_quietly(connection, _wire(reply))
+            return
         pump = asyncio.ensure_future(self._pump(connection, message))
         watch = asyncio.ensure_future(self._peer_closed(connection))
         try:
@@ -294,7 +308,10 @@ class JsonLinesServerBase(abc.ABC):
     async def _send_malformed(
         self, connection: JsonLinesConnection, error: ProtocolError | LimitExceeded
     ) -> None:
-        reply = _wire(self.malformed_reply(error))
+        await self._send_quietly(connection, _wire(self.malformed_reply(error)))
+
+    async def _send_quietly(self, connection: JsonLinesConnection, reply: Any) -> None:
+        """Send a final error line; a peer that is gone is only logged."""
         try:
             await connection.send(reply)
         except (ConnectionClosed, Timeout, OSError) as exc:
