@@ -87,6 +87,7 @@ class _Session:
     started: float = field(default_factory=time.monotonic)
     results: list[CaseResult] = field(default_factory=list)
     config: RunConfig | None = None
+    collected: int = 0
     report_paths: tuple[Path, ...] = ()
     report_error: str | None = None
 
@@ -294,6 +295,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("runwire_case", cases, ids=[c.id for c in cases], indirect=True)
 
 
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    state = config.stash.get(_SESSION, None)
+    if state is not None:
+        state.collected = sum(
+            1 for item in items if "runwire_case" in getattr(item, "fixturenames", ())
+        )
+
+
 @pytest.fixture(scope="session")
 def runwire_targets(pytestconfig: pytest.Config) -> Mapping[str, str] | Sequence[str]:
     """The targets, ``INTERFACE=URL`` strings from ``--runwire-target`` / ini
@@ -314,15 +325,19 @@ def runwire_options(pytestconfig: pytest.Config) -> Mapping[str, OptionValue]:
 @dataclass
 class RunwireCase:
     """One conformance case bound to the session's targets, options and baseline; call
-    :meth:`run` in the test."""
+    :meth:`run` in the test. `problem` is set (and `case` None) for the placeholder item of
+    a run that is not configured or selects no case: :meth:`run` fails it."""
 
-    case: Case
-    session: _Session
-    config: RunConfig
+    case: Case | None
+    session: _Session | None
+    config: RunConfig | None
     node: pytest.Item
+    problem: str | None = None
 
     def run(self) -> CaseResult:
         """Run the case and turn its verdict into the pytest outcome (see module doc)."""
+        if self.case is None or self.session is None or self.config is None:
+            pytest.fail(self.problem or "no conformance case", pytrace=False)
         result = run_case(self.session.family, self.case, self.config)
         self.session.results.append(result)
         self.node.user_properties.append(("case_id", self.case.id))
@@ -369,17 +384,23 @@ def runwire_case(
     """The conformance case of this item (the plugin parametrises tests taking it)."""
     param = request.param
     if param == NOT_CONFIGURED:
-        pytest.fail(
+        return RunwireCase(
+            None,
+            None,
+            None,
+            request.node,
             "runwire conformance is not configured: give --runwire-family FAMILY "
             "(or ini runwire_family)",
-            pytrace=False,
         )
     session = request.config.stash[_SESSION]
     if param == NO_CASES:
-        pytest.fail(
+        return RunwireCase(
+            None,
+            None,
+            None,
+            request.node,
             f"no conformance case selected ({len(session.family.cases)} available; check "
             f"--runwire-select and --runwire-exclude)",
-            pytrace=False,
         )
     try:
         targets: dict[str, Target] = parse_targets(
@@ -415,8 +436,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not state.results and not state.from_command_line:
         return  # configured in the ini file, but this run did not include the cases
+    if session.config.option.collectonly:
+        return
     run = state.run_result()
-    if run.unknown_baseline_entries() or (state.from_command_line and not state.results):
+    if run.reasons or (state.from_command_line and not state.collected):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.report_dir is not None:
         try:
@@ -430,9 +453,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(_SESSION, None)
     if state is None or (not state.results and not state.from_command_line):
         return
+    if config.option.collectonly:
+        return
     run = state.run_result()
     terminalreporter.section(f"runwire conformance {state.family.name}")
-    if not state.results:
+    if not state.collected:
         terminalreporter.write_line(
             "no conformance case ran: no collected test takes the runwire_case fixture "
             "(add `from runwire.conformance.pytest_plugin import test_conformance`)"

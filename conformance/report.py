@@ -379,9 +379,10 @@ class ConsoleReporter:
         self._clear_status()
         summary = run.summary
         if summary.expected_failures:
+            count = summary.expected_failures
+            where = run.config.baseline.path if run.config.baseline else "the baseline"
             self._write(
-                f"baseline: {summary.expected_failures} of the failures are expected "
-                f"({run.config.baseline.path if run.config.baseline else ''})\n"
+                f"baseline: {count} expected failure{'s' if count != 1 else ''} ({where})\n"
             )
         for reason in run.reasons:
             self._write(f"run fails: {reason}\n")
