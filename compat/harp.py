@@ -108,7 +108,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from runwire.generated.jobs import models
 from runwire.generated.jobs.client import AgentSyncClient, DispatcherSyncClient
@@ -406,6 +406,18 @@ def _check_attribute(name: str, kind: str) -> None:
     such attributes; answering them would submit jobs)."""
     if name.startswith("_"):
         raise AttributeError(f"{name!r}: {kind} names starting with '_' are not looked up remotely")
+
+
+@contextlib.contextmanager
+def _closing(iterator: Iterator[T]) -> Generator[Iterator[T], None, None]:
+    """Use ``iterator``, then close it if it can be closed (a generator holding a
+    connection: closing it closes the connection at once, not at garbage collection)."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 # --- JSON connections ---------------------------------------------------------------------
@@ -1148,8 +1160,9 @@ class RemoteCall:
         request = models.ReadStreamRequest.model_validate(payload, strict=False)
         with self._dispatcher._client() as client:
             try:
-                for line in client.read_stream(request):
-                    yield line.to_wire()
+                with _closing(client.read_stream(request)) as lines:
+                    for line in lines:
+                        yield line.to_wire()
             except LocalProtocolError as exc:
                 raise ValueError(f"invalid read_stream request: {exc}") from exc
             except (RunwireError, OSError) as exc:
@@ -1174,11 +1187,12 @@ class RemoteCall:
                     {"harpcaller": 1, "follow_stream": self._job_id, "since": since}, strict=False
                 )
                 try:
-                    for line in client.follow_stream(request):
-                        wire = line.to_wire()
-                        if "packet" in wire:
-                            since = int(wire["packet"]) + 1
-                        yield wire
+                    with _closing(client.follow_stream(request)) as lines:
+                        for line in lines:
+                            wire = line.to_wire()
+                            if "packet" in wire:
+                                since = int(wire["packet"]) + 1
+                            yield wire
                     return
                 except (RunwireError, OSError) as exc:
                     if not _is_read_timeout(exc):
@@ -1352,8 +1366,9 @@ class HarpServer:
         )
         with client:
             try:
-                for line in client.call(request):
-                    yield line.to_wire()
+                with _closing(client.call(request)) as lines:
+                    for line in lines:
+                        yield line.to_wire()
             except LocalProtocolError as exc:
                 raise ValueError(f"invalid call request: {exc}") from exc
             except (RunwireError, OSError) as exc:
@@ -1443,22 +1458,6 @@ def _agent_stream(lines: Iterator[dict[str, Any]]) -> Iterator[Any]:
                 continue
             yield Result(_agent_outcome(line))
             return
-
-
-class _closing:
-    """Close a generator on exit (via :func:`_blocking`, as it may run a private loop)."""
-
-    def __init__(self, generator: Iterator[Any]) -> None:
-        self._generator = generator
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> Literal[False]:
-        close = getattr(self._generator, "close", None)
-        if close is not None:
-            _blocking(close)
-        return False
 
 
 class HarpStreamIterator:
