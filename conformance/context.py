@@ -369,6 +369,43 @@ class CaseContext:
         async with self.step(description, timeout_s):
             return await awaitable
 
+    async def poll(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        until: Callable[[T], object],
+        description: str,
+        *,
+        interval_s: float = 0.05,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Await `attempt()` again and again until `until(result)` holds; return that result.
+
+        For servers whose state changes on their own (a job that finishes): each attempt is a
+        fresh request, `interval_s` apart, all within one step of `timeout_s` (default: the
+        step limit).
+
+        Raises:
+            CaseFailure: kind TIMEOUT, naming `description` and the last result, when the
+                condition does not hold in time.
+        """
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        last: list[T] = []
+        try:
+            async with self.step(f"wait until {description}", limit):
+                while True:
+                    result = await attempt()
+                    last[:] = [result]
+                    if until(result):
+                        return result
+                    await asyncio.sleep(interval_s)
+        except CaseFailure as failure:
+            if failure.kind is not FailureKind.TIMEOUT or not last:
+                raise
+            raise CaseFailure(
+                f"{description}: still not so after {limit:g} s; last: {last[0]!r}",
+                kind=FailureKind.TIMEOUT,
+            ) from None
+
     # -- frames --------------------------------------------------------------------------
 
     def validate(self, value: Any, schemas: SchemaRefs) -> tuple[str | None, list[SchemaViolation]]:

@@ -90,6 +90,8 @@ class JsonLinesProbe:
         self._writer = writer
         self._closed = False
         self._eof = False
+        self.last_received: Frame | None = None
+        """The last frame received on this connection (for ``frame=`` in checks)."""
         self.connection = ctx.new_connection(self.close)
 
     @classmethod
@@ -225,9 +227,27 @@ class JsonLinesProbe:
         return raw[:-1]
 
     def _record_raw(self, raw: bytes) -> Frame:
-        return self.ctx.record_received(
+        frame = self.ctx.record_received(
             interface=self.interface, connection=self.connection, raw=raw
         )
+        self.last_received = frame
+        return frame
+
+    def _record_json(self, value: Any, line: bytes, schemas: SchemaRefs = ()) -> Frame:
+        try:
+            frame = self.ctx.record_received(
+                value,
+                interface=self.interface,
+                connection=self.connection,
+                schemas=schemas,
+                wire_bytes=len(line),
+            )
+        except CaseFailure as failure:
+            if failure.frame is not None:
+                self.last_received = self.ctx.frame(failure.frame)
+            raise
+        self.last_received = frame
+        return frame
 
     async def receive_frame(self, *, what: str = "a line") -> Frame | None:
         """The next line, recorded but not judged; None when the server closed cleanly.
@@ -245,9 +265,7 @@ class JsonLinesProbe:
         is_json, value = _decode(line)
         if not is_json:
             return self._record_raw(line)
-        return self.ctx.record_received(
-            value, interface=self.interface, connection=self.connection, wire_bytes=len(line)
-        )
+        return self._record_json(value, line)
 
     async def receive(self, schema: SchemaRefs, *, what: str | None = None) -> Any:
         """The next line's JSON value, validated against `schema` (alternatives allowed).
@@ -277,13 +295,7 @@ class JsonLinesProbe:
                 kind=FailureKind.PROTOCOL,
                 frame=frame.index,
             )
-        return self.ctx.record_received(
-            value,
-            interface=self.interface,
-            connection=self.connection,
-            schemas=schema,
-            wire_bytes=len(line),
-        )
+        return self._record_json(value, line, schema)
 
     async def expect_closed(self, *, what: str = "the end of the reply") -> None:
         """Expect the server to close the connection (at a line boundary) within the step
@@ -362,13 +374,7 @@ class JsonLinesProbe:
                     kind=FailureKind.PROTOCOL,
                     frame=bad.index,
                 )
-            frame = self.ctx.record_received(
-                value,
-                interface=self.interface,
-                connection=self.connection,
-                schemas=expected,
-                wire_bytes=len(line),
-            )
+            frame = self._record_json(value, line, expected)
             reply.frames.append(frame)
             if frame.matched == self.ctx.registry.validator(op.terminator).uri:
                 reply.terminator = frame.value

@@ -201,7 +201,7 @@ def _value(config: pytest.Config, name: str) -> Any:
     if value not in (None, [], ""):
         return value
     ini = config.getini(f"runwire_{name}")
-    return ini if ini not in ("", [], None) else None
+    return ini if ini not in ("", [], None, False) else None
 
 
 def _path(config: pytest.Config, name: str) -> Path | None:

@@ -3,6 +3,8 @@ time limits, isolation, selection, and how the run is judged (baseline ratchet i
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from types import ModuleType
 from typing import Any
@@ -14,7 +16,10 @@ from runwire_test_fakefamily import STEP_S, LoopbackServer
 from runwire.conformance import (
     Baseline,
     BaselineStatus,
+    CaseContext,
+    CaseSet,
     FailureKind,
+    Frame,
     RunConfig,
     RunResult,
     Verdict,
@@ -333,3 +338,47 @@ def test_unknown_entries_fail_and_skipped_entries_are_not_judged(server: Loopbac
 
 def test_fake_module_is_the_family_module(fake_family: ModuleType) -> None:
     assert load_family("fake").cases == FAMILY.cases
+
+
+# -- helpers for state that changes on its own ----------------------------------------------
+
+EXTRA = CaseSet("fake")
+
+
+@EXTRA.case("fake/echo/echo/polls", "poll until the echo reaches 2")
+async def polls(ctx: CaseContext) -> None:
+    frames: list[Frame | None] = []
+
+    async def attempt() -> Any:
+        async with await ctx.open_jsonlines() as conn:
+            reply = await conn.request_reply("echo", {"echo": len(frames)})
+            frames.append(conn.last_received)
+        return reply
+
+    result = await ctx.poll(attempt, lambda r: r["echo"] == 2, "the echo is 2", interval_s=0.01)
+    ctx.check(result == {"echo": 2}, f"got {result!r}")
+    ctx.check([f.index for f in frames if f] == [1, 3, 5], f"frames {frames!r}")
+
+
+@EXTRA.case("fake/echo/echo/polls-in-vain", "poll for what never happens")
+async def polls_in_vain(ctx: CaseContext) -> None:
+    async def attempt() -> int:
+        return 1
+
+    await ctx.poll(attempt, lambda r: r == 2, "one is two", interval_s=0.01)
+
+
+def test_poll_and_last_received(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = ModuleType("runwire_test_extra_cases")
+    module.CASES = EXTRA  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    family = load_family(dataclasses.replace(FAKE.FAMILY, case_modules=(module.__name__,)))
+    config = RunConfig(
+        targets=parse_targets([server.target], family.manifest), step_timeout_s=STEP_S
+    )
+    result = run(family, config)
+    found, vain = result.results
+    assert found.verdict is Verdict.PASS, found.failure
+    assert vain.failure is not None and vain.failure.kind is FailureKind.TIMEOUT
+    assert vain.failure.message == f"one is two: still not so after {STEP_S:g} s; last: 1"
+    assert [e.message for e in vain.log] == ["step: wait until one is two"]
