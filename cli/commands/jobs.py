@@ -1,10 +1,10 @@
 """``runwire jobs COMMAND``: commands of the jobs family.
 
-For now: ``agent-passwd`` (add a user to a jobs agent's password file, or change its
-password). Client commands (submit, result, status, follow, cancel, list) join as more
-entries of :data:`COMMANDS`: each is a function that adds its parser to the ``jobs``
-subparsers object and sets ``func`` (called with the parsed namespace, returning the exit
-status).
+The dispatcher client commands (submit, result, status, follow, read, cancel, list; see
+:mod:`runwire.commands.jobs_client`) and ``agent-passwd`` (add a user to a jobs agent's
+password file, or change its password). Each entry of :data:`COMMANDS` is a function that
+adds its parsers to the ``jobs`` subparsers object and sets ``func`` (called with the parsed
+namespace, returning the exit status).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
     """Add the ``jobs`` subcommand to ``sub`` (an argparse subparsers action)."""
     jobs = sub.add_parser(
         "jobs",
-        help="jobs family commands (agent passwords; clients to come)",
+        help="jobs family commands (dispatcher client, agent passwords)",
         description="Commands of the jobs family (HarpCaller dispatcher and harpd agent).",
     )
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
