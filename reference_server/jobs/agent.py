@@ -61,6 +61,7 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AgentEndpoint",
+    "AgentSetup",
     "Authenticator",
     "BackgroundAgent",
     "ConfigError",
@@ -82,6 +83,9 @@ PASSWORD_FILE_NAME: Final = "passwd"
 """Name of the default password file inside the agent's folder."""
 
 AUTH_ERROR: Final = ("auth_error", "unknown user or wrong password")
+"""harpd's reply for an unknown user and for a wrong password alike."""
+
+SHUTDOWN_ERROR: Final = (SHUTDOWN.type, SHUTDOWN.message)
 
 
 def default_state_dir() -> Path:
@@ -244,11 +248,16 @@ class Agent(AgentServerBase):
     # --- the call ------------------------------------------------------------------------
 
     async def _authenticate(self, user: str, password: str) -> bool:
-        fast = getattr(self.passwords, "authenticate_cached", None)
-        if fast is not None and fast(user, password):
-            return True
-        async with self._auth_slots:
-            return bool(await asyncio.to_thread(self.passwords.authenticate, user, password))
+        """Check the credentials; a failing backend counts as a refusal (and is logged)."""
+        try:
+            fast = getattr(self.passwords, "authenticate_cached", None)
+            if fast is not None and fast(user, password):
+                return True
+            async with self._auth_slots:
+                return bool(await asyncio.to_thread(self.passwords.authenticate, user, password))
+        except Exception:
+            logger.exception("password check failed for %r; refusing the call", user)
+            return False
 
     def _execution(self, request: models.AgentRequest) -> Execution | None:
         procedure = self.procedures.get(request.procedure.root)
@@ -349,9 +358,6 @@ class Agent(AgentServerBase):
         except TimeoutError:
             return False
         return True
-
-
-SHUTDOWN_ERROR: Final = (SHUTDOWN.type, SHUTDOWN.message)
 
 
 # --- configuration -----------------------------------------------------------------------

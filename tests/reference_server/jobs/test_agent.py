@@ -901,3 +901,50 @@ def test_dev_agent_file_keeps_known_credentials(tmp_path: Path) -> None:
     (agent_dir / "passwd").write_text("")  # the user is gone: its password is forgotten
     write_dev_agent(agent_dir, endpoint, None)
     assert read_dev_agent(tmp_path) is None
+
+
+def test_a_failing_password_backend_refuses_the_call(tmp_path: Path) -> None:
+    class Broken:
+        def authenticate(self, user: str, password: str) -> bool:
+            raise OSError("backend down")
+
+    async def scenario() -> None:
+        procedures = ProcedureRegistry()
+        procedures.load_module("runwire.reference_server.jobs.conformance_procedures")
+        agent = Agent(procedures, Broken())
+        request = models.AgentRequest(
+            harp=1, procedure="echo", arguments=[], auth={"user": "u", "password": "p"}
+        )
+        assert [reply.to_wire() async for reply in agent.call(request)] == [AUTH_ERROR]
+
+    run(scenario())
+
+
+def test_command_line_options_override_the_configuration_file(tmp_path: Path) -> None:
+    import argparse
+
+    from runwire.reference_server.jobs import agent_main
+
+    parser = argparse.ArgumentParser()
+    agent_main.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--config",
+            str(EXAMPLE_CONFIG),
+            "--port",
+            "0",
+            "--procedures",
+            "more.procs",
+            "--no-conformance-procedures",
+            "--time-limit",
+            "5",
+            "--state-dir",
+            str(tmp_path),
+        ]
+    )
+    config = agent_main._config(args)
+    assert config.port == 0 and config.host == "127.0.0.1"
+    assert config.modules == [EXAMPLES, "more.procs"]
+    assert not config.conformance_procedures
+    assert config.default_time_limit_s == 5
+    assert config.effective_password_file == tmp_path / "jobs-agent" / "passwd"
