@@ -73,7 +73,8 @@ class Frame:
         offset_s: seconds since the case started.
         interface: the interface it went over.
         connection: the connection number within the case, from 1.
-        value: the decoded JSON value when `is_json`.
+        value: the decoded JSON value when `is_json`, with the values of secret family
+            options (passwords) replaced by ``***``, as in `raw`.
         is_json: True when the frame is one JSON value.
         raw: the bytes, when the frame is not JSON (or was sent raw).
         schemas: absolute URIs of the schemas it was validated against (alternatives); empty
@@ -158,6 +159,37 @@ class Frame:
         return data
 
 
+REDACTED: Final = "***"
+"""What a secret option's value is replaced with in recorded frames."""
+
+
+def redact(value: Any, secrets: Sequence[str]) -> Any:
+    """`value` with every secret replaced by ``***``: JSON strings equal to a secret, and
+    secrets of 4 characters or more inside longer strings."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if value == secret:
+                return REDACTED
+            if len(secret) >= 4 and secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [redact(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {key: redact(item, secrets) for key, item in value.items()}
+    return value
+
+
+def redact_bytes(raw: bytes, secrets: Sequence[str]) -> bytes:
+    """`raw` with every secret of 4 characters or more (UTF-8) replaced by ``***``."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            raw = raw.replace(secret.encode(), REDACTED.encode())
+    return raw
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=repr)
 
@@ -225,6 +257,11 @@ class CaseContext:
         self._connections = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.current_step: str | None = None
+        self._secrets = tuple(
+            str(options[o.name])
+            for o in family.spec.options
+            if o.secret and isinstance(options.get(o.name), str) and options[o.name]
+        )
 
     # -- time, log ---------------------------------------------------------------------
 
@@ -456,7 +493,9 @@ class CaseContext:
         """Record a frame the suite sent: a JSON `value`, or `raw` bytes.
 
         Sent frames are validated against `schemas` when given, but never judged: a case may
-        send invalid requests on purpose. Their violations are kept in the report.
+        send invalid requests on purpose. Their violations are kept in the report. The
+        values of secret family options (passwords) are masked as ``***`` in the recorded
+        frame, after validation.
         """
         return self._record(
             "sent", value, interface, connection, raw, schemas, note, False, wire_bytes
@@ -475,7 +514,7 @@ class CaseContext:
         wire_bytes: int | None = None,
     ) -> Frame:
         """Record a frame received from the server: a JSON `value`, or `raw` bytes that are
-        not JSON.
+        not JSON. Secret option values are masked in the record, as for sent frames.
 
         Raises:
             CaseFailure: kind SCHEMA, when `schemas` is given, `enforce` is true and the
@@ -515,6 +554,9 @@ class CaseContext:
                     SchemaViolation("", "(not JSON)", uri, "the frame is not a JSON value")
                     for uri in uris
                 ]
+        if self._secrets:  # validated as sent or received; kept with credentials masked
+            value = redact(value, self._secrets)
+            raw = redact_bytes(raw, self._secrets) if raw is not None else None
         with self._lock:
             frame = Frame(
                 index=self._frame_count,
@@ -570,14 +612,19 @@ class CaseContext:
 
     # -- results -------------------------------------------------------------------------
 
+    def redact_text(self, text: str) -> str:
+        """`text` with the values of secret family options masked as ``***``."""
+        return str(redact(text, self._secrets))
+
     def snapshot(self) -> tuple[list[Frame], int, list[CaseWarning], list[LogEntry]]:
-        """(frames kept, frames omitted, warnings, log), copied; safe from another thread."""
+        """(frames kept, frames omitted, warnings, log), copied, secrets masked in warnings
+        and log; safe from another thread."""
         with self._lock:
             return (
                 list(self._frames),
                 self._frame_count - len(self._frames),
-                list(self._warnings),
-                list(self._log),
+                [CaseWarning(self.redact_text(w.message), w.frame) for w in self._warnings],
+                [LogEntry(e.offset_s, self.redact_text(e.message)) for e in self._log],
             )
 
 

@@ -275,11 +275,16 @@ class JsonLinesProbe:
                 rule are shown); kind PROTOCOL when it is not JSON or the server closed
                 before sending it; the kinds of :meth:`receive_frame`.
         """
-        frame = await self.expect_frame(schema, what=what)
-        return frame.value
+        _, value = await self._expect(schema, what)
+        return value
 
     async def expect_frame(self, schema: SchemaRefs, *, what: str | None = None) -> Frame:
-        """Like :meth:`receive` but returns the recorded :class:`Frame`."""
+        """Like :meth:`receive` but returns the recorded :class:`Frame` (whose value has
+        secret option values masked)."""
+        frame, _ = await self._expect(schema, what)
+        return frame
+
+    async def _expect(self, schema: SchemaRefs, what: str | None) -> tuple[Frame, Any]:
         what = what or _describe(schema)
         line = await self._read_line(what)
         if line is None:
@@ -295,7 +300,7 @@ class JsonLinesProbe:
                 kind=FailureKind.PROTOCOL,
                 frame=frame.index,
             )
-        return self._record_json(value, line, schema)
+        return self._record_json(value, line, schema), value
 
     async def expect_closed(self, *, what: str = "the end of the reply") -> None:
         """Expect the server to close the connection (at a line boundary) within the step
@@ -377,12 +382,12 @@ class JsonLinesProbe:
             frame = self._record_json(value, line, expected)
             reply.frames.append(frame)
             if frame.matched == self.ctx.registry.validator(op.terminator).uri:
-                reply.terminator = frame.value
+                reply.terminator = value
                 return reply
             if first and op.ack is not None:
-                reply.ack = frame.value
+                reply.ack = value
             else:
-                reply.items.append(frame.value)
+                reply.items.append(value)
                 if len(reply.items) > max_items:
                     raise CaseFailure(
                         f"the {op.name} stream has more than {max_items} items",

@@ -14,6 +14,7 @@ selected, or when every selected case was skipped (nothing was checked).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import fnmatch
 import threading
@@ -421,6 +422,13 @@ def run_case(family: Family, case: Case, config: RunConfig) -> CaseResult:
     duration = time.monotonic() - started
     frames, omitted, warnings, log = ctx.snapshot()
     verdict, failure = outcome.verdict, outcome.failure
+    if failure is not None:
+        failure = dataclasses.replace(
+            failure,
+            message=ctx.redact_text(failure.message),
+            traceback=ctx.redact_text(failure.traceback) if failure.traceback else None,
+        )
+    skip_reason = ctx.redact_text(outcome.skip_reason) if outcome.skip_reason else None
     if failure is not None and failure.kind is FailureKind.ASSERTION and case.level == "SHOULD":
         warnings.append(CaseWarning(failure.message, failure.frame))
         verdict, failure = Verdict.WARN, None
@@ -431,7 +439,7 @@ def run_case(family: Family, case: Case, config: RunConfig) -> CaseResult:
         verdict=verdict,
         duration_s=duration,
         failure=failure,
-        skip_reason=outcome.skip_reason,
+        skip_reason=skip_reason,
         warnings=tuple(warnings),
         frames=tuple(frames),
         frames_omitted=omitted,

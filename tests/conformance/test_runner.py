@@ -28,6 +28,7 @@ from runwire.conformance import (
     resolve_options,
     run,
 )
+from runwire.conformance.report import render_result
 from runwire.conformance.runner import matches, select_cases
 
 FAMILY = load_family(FAKE.FAMILY)
@@ -376,9 +377,43 @@ def test_poll_and_last_received(server: LoopbackServer, monkeypatch: pytest.Monk
     config = RunConfig(
         targets=parse_targets([server.target], family.manifest), step_timeout_s=STEP_S
     )
-    result = run(family, config)
+    result = run(family, dataclasses.replace(config, select=("fake/echo/echo/polls*",)))
     found, vain = result.results
     assert found.verdict is Verdict.PASS, found.failure
     assert vain.failure is not None and vain.failure.kind is FailureKind.TIMEOUT
     assert vain.failure.message == f"one is two: still not so after {STEP_S:g} s; last: 1"
     assert [e.message for e in vain.log] == ["step: wait until one is two"]
+
+
+@EXTRA.case("fake/echo/echo/echoes-a-secret", "the secret option's value never reaches a report")
+async def echoes_a_secret(ctx: CaseContext) -> None:
+    secret = ctx.require_option("secret_word")
+    async with await ctx.open_jsonlines() as conn:
+        reply = await conn.request_reply("echo", {"echo": [secret, f"the {secret}!"]})
+    ctx.check(reply == {"echo": [secret, f"the {secret}!"]}, "the case sees the real value")
+    ctx.log(f"sent {secret}")
+    ctx.fail(f"fails on purpose, showing {secret}", frame=conn.last_received)
+
+
+def test_secret_option_values_are_masked_in_frames(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = ModuleType("runwire_test_extra_cases")
+    module.CASES = EXTRA  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    family = load_family(dataclasses.replace(FAKE.FAMILY, case_modules=(module.__name__,)))
+    config = RunConfig(
+        targets=parse_targets([server.target], family.manifest),
+        options=resolve_options(FAKE.FAMILY, {"secret_word": "hunter2"}, environ={}),
+        step_timeout_s=STEP_S,
+        select=("fake/echo/echo/echoes-a-secret",),
+    )
+    (result,) = run(family, config).results
+    assert result.failure is not None
+    assert result.failure.message == "fails on purpose, showing ***"
+    assert result.log[-1].message == "sent ***"
+    assert [f.value for f in result.frames] == [
+        {"echo": ["***", "the ***!"]},
+        {"echo": ["***", "the ***!"]},
+    ]
+    assert "hunter2" not in render_result(result, with_frames=True)
