@@ -168,6 +168,7 @@ class AsyncExecution(Execution):
         super().__init__(procedure, args, kwargs, **options)
         self._iterator: AsyncIterator[Any] | None = None
         self._task: asyncio.Future[Any] | None = None
+        self._woken: asyncio.Future[None] | None = None  # done once interrupted
 
     async def _call(self) -> Any:
         return await self.procedure.function(*self.args, **self.kwargs)
@@ -186,16 +187,20 @@ class AsyncExecution(Execution):
         step = self._next_value() if self.procedure.streaming else self._call()
         task = asyncio.ensure_future(step)
         self._task = task
+        if self._woken is None:
+            self._woken = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait((task,))
+            # Also wake on an interrupt: a procedure that ignores cancellation must not keep
+            # the call open past its time limit.
+            await asyncio.wait((task, self._woken), return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             task.cancel()
             raise
+        error = task.exception() if task.done() and not task.cancelled() else None
         if self.interrupted is not None:
             return self._end(self.interrupted)
         if task.cancelled():
             return self._end(Raised(exception_info(asyncio.CancelledError())))
-        error = task.exception()
         if error is not None:
             return self._end(Raised(exception_info(error)))
         value = task.result()
@@ -216,6 +221,8 @@ class AsyncExecution(Execution):
         if self.ended or self.interrupted is not None:
             return
         self.interrupted = failure
+        if self._woken is not None and not self._woken.done():
+            self._woken.set_result(None)
         if self._task is not None:
             self._task.cancel()
 
@@ -224,7 +231,10 @@ class AsyncExecution(Execution):
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait((task,), timeout=CLOSE_WAIT_S)
-            if task.done() and not task.cancelled():
+            if not task.done():
+                logger.error("procedure %s ignores cancellation; left running", self.procedure.name)
+                return
+            if not task.cancelled():
                 task.exception()  # retrieved: nothing more to report
         aclose = getattr(self._iterator, "aclose", None)
         self._iterator = None

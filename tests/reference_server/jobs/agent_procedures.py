@@ -140,3 +140,13 @@ async def async_big(size: int) -> str:
 @procedure
 async def async_nan() -> float:
     return float("nan")
+
+
+@procedure(timeout_s=0.3)
+async def async_stubborn() -> None:
+    """Ignores cancellation (badly behaved): the time limit must still end the call."""
+    for _ in range(3):
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            continue

@@ -948,3 +948,11 @@ def test_command_line_options_override_the_configuration_file(tmp_path: Path) ->
     assert not config.conformance_procedures
     assert config.default_time_limit_s == 5
     assert config.effective_password_file == tmp_path / "jobs-agent" / "passwd"
+
+
+def test_time_limit_holds_for_an_async_procedure_that_ignores_cancellation(
+    test_agent: Any,
+) -> None:
+    started = time.monotonic()
+    assert run(call(test_agent, "async_stubborn")) == [ACK, TIMEOUT_ERROR]
+    assert time.monotonic() - started < 2.5
