@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--password-file",
         type=Path,
         metavar="FILE",
-        help="user:argon2-hash file (default: STATE_DIR/passwd)",
+        help="user:argon2-hash file (default: STATE_DIR/jobs-agent/passwd)",
     )
     parser.add_argument(
         "--procedures",
