@@ -67,6 +67,7 @@ from runwire.runtime.validation import SchemaRegistry
 
 from .queues import FifoSemaphore, QueueRegistry
 from .store import JobRecord, JobStore, canonical_json
+from .tls import client_context
 
 __all__ = ["Dispatcher", "DispatcherConfig", "HostEntry", "load_config"]
 
@@ -106,12 +107,7 @@ class HostEntry:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context for this agent: TLS 1.2 or newer, verified unless disabled."""
-        context = ssl.create_default_context(cafile=self.ca_file)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.ca_file, verify=self.verify)
 
 
 @dataclass
