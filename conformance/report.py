@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TextIO
 
 from runwire import __version__
 from runwire.runtime.errors import ProtocolError, RunwireError
-from runwire.runtime.validation import SchemaRegistry
+from runwire.runtime.validation import SchemaRegistry, SchemaViolation
 
 from .baseline import BaselineStatus
 from .case import Case, Verdict
@@ -53,18 +53,16 @@ class ReportError(RunwireError):
     """A report could not be written, or does not match its own schema (a suite bug)."""
 
 
-def _violations(violations: Sequence[object]) -> list[dict[str, str]]:
-    out = []
-    for v in violations:
-        out.append(
-            {
-                "pointer": getattr(v, "instance_pointer", ""),
-                "keyword": getattr(v, "keyword", ""),
-                "schema_location": getattr(v, "schema_location", ""),
-                "message": getattr(v, "message", ""),
-            }
-        )
-    return out
+def _violations(violations: Sequence[SchemaViolation]) -> list[dict[str, str]]:
+    return [
+        {
+            "pointer": v.instance_pointer,
+            "keyword": v.keyword,
+            "schema_location": v.schema_location,
+            "message": v.message,
+        }
+        for v in violations
+    ]
 
 
 def case_document(run: RunResult, result: CaseResult) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from runwire.runtime.validation import SchemaViolation
+
 from .baseline import Baseline, BaselineStatus
 from .case import Case, CaseFailure, CaseSkip, FailureKind, Verdict
 from .context import CaseContext, CaseWarning, Frame, LogEntry, missing_target_reason
@@ -106,7 +108,7 @@ class Failure:
     kind: FailureKind
     message: str
     frame: int | None = None
-    violations: tuple[object, ...] = ()
+    violations: tuple[SchemaViolation, ...] = ()
     traceback: str | None = None
 
 
@@ -198,6 +200,9 @@ class RunResult:
     duration_s: float
     available: int
     results: tuple[CaseResult, ...]
+    interrupted_after: int | None = None
+    """Set when the run was interrupted (Ctrl-C): how many selected cases it had finished;
+    the rest were not run."""
 
     def status(self, result: CaseResult) -> BaselineStatus:
         """How the baseline judges `result`."""
@@ -243,7 +248,9 @@ class RunResult:
     def reasons(self) -> list[str]:
         """Why the run fails, one line each; empty when it passes."""
         reasons = []
-        if not self.results:
+        if self.interrupted_after is not None:
+            reasons.append(f"interrupted after {self.interrupted_after} case(s)")
+        if not self.results and self.interrupted_after is None:
             reasons.append(
                 f"no case selected ({self.available} available; check --select and --exclude)"
             )
@@ -448,20 +455,28 @@ def run_case(family: Family, case: Case, config: RunConfig) -> CaseResult:
 
 
 def run(family: Family, config: RunConfig, reporter: Reporter | None = None) -> RunResult:
-    """Run the selected cases of `family` one after another and judge the run."""
+    """Run the selected cases of `family` one after another and judge the run.
+
+    A KeyboardInterrupt (Ctrl-C) stops the run: the result holds the cases that finished,
+    and the run fails (``interrupted_after``).
+    """
     cases = select_cases(family.cases, config.select, config.exclude)
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     if reporter is not None:
         reporter.run_started(family, cases)
     results = []
-    for index, case in enumerate(cases, 1):
-        if reporter is not None:
-            reporter.case_started(index, len(cases), case)
-        result = run_case(family, case, config)
-        results.append(result)
-        if reporter is not None:
-            reporter.case_finished(index, len(cases), result)
+    interrupted: int | None = None
+    try:
+        for index, case in enumerate(cases, 1):
+            if reporter is not None:
+                reporter.case_started(index, len(cases), case)
+            result = run_case(family, case, config)
+            results.append(result)
+            if reporter is not None:
+                reporter.case_finished(index, len(cases), result)
+    except KeyboardInterrupt:  # keep what ran: the caller still reports it
+        interrupted = len(results)
     return RunResult(
         family=family,
         config=config,
@@ -469,4 +484,5 @@ def run(family: Family, config: RunConfig, reporter: Reporter | None = None) -> 
         duration_s=time.monotonic() - started,
         available=len(family.cases),
         results=tuple(results),
+        interrupted_after=interrupted,
     )

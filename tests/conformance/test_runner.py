@@ -100,7 +100,7 @@ def test_schema_violation_shows_the_frame_the_pointer_and_the_rule(fast_run: Run
     assert "rule: additionalProperties" in message
     assert result.failure.frame == 1
     (violation,) = result.failure.violations
-    assert violation.keyword == "additionalProperties"  # type: ignore[attr-defined]
+    assert violation.keyword == "additionalProperties"
     frame = result.frames[1]
     assert (frame.direction, frame.valid, frame.value) == (
         "received",
@@ -417,3 +417,24 @@ def test_secret_option_values_are_masked_in_frames(
         {"echo": ["***", "the ***!"]},
     ]
     assert "hunter2" not in render_result(result, with_frames=True)
+
+
+def test_an_interrupted_run_keeps_what_ran_and_fails(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runwire.conformance import runner
+
+    real = runner.run_case
+    calls: list[str] = []
+
+    def interrupt_second(family: Any, case: Any, config: Any) -> Any:
+        calls.append(case.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(family, case, config)
+
+    monkeypatch.setattr(runner, "run_case", interrupt_second)
+    result = run_selected(server, "fake/echo/count/three", "fake/echo/echo/round-trip")
+    assert [r.verdict for r in result.results] == [Verdict.PASS]
+    assert result.interrupted_after == 1
+    assert (result.exit_status, result.reasons) == (1, ["interrupted after 1 case(s)"])
