@@ -626,7 +626,9 @@ class HarpCaller:
             (default 30). Waiting operations re-issue their request after this much
             silence (see the module docstring).
         wait_timeout: bound, in seconds, on the whole of an operation that waits for a
-            job to end (``get(wait=True)``, ``result(wait=True)``, ``follow()``); None
+            job to end (``get(wait=True)``, ``result(wait=True)``, iterating ``follow()``);
+            checked between reads, so it may be overrun by up to ``timeout``. When it runs
+            out, :class:`CommunicationError` is raised (returned by ``result()``). None
             (default) waits as long as the job runs, as the manual says.
 
     Any other attribute is a host: ``rpc.web01`` is ``rpc.host("web01")`` without job
@@ -1193,6 +1195,10 @@ class RemoteCall:
                             if "packet" in wire:
                                 since = int(wire["packet"]) + 1
                             yield wire
+                            if "packet" in wire:  # a follow longer than wait_timeout ends too
+                                dispatcher._check_deadline(
+                                    deadline, f"following job {self._job_id}"
+                                )
                     return
                 except (RunwireError, OSError) as exc:
                     if not _is_read_timeout(exc):

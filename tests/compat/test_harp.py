@@ -400,6 +400,17 @@ def test_waits_longer_than_the_socket_timeout(dispatcher: Any) -> None:
     assert other.get() == "done"
 
 
+def test_wait_timeout_bounds_a_follow(dispatcher: Any) -> None:
+    rpc = harp.HarpCaller("127.0.0.1", dispatcher.port, timeout=CLIENT_TIMEOUT_S, wait_timeout=0.3)
+    job = rpc.localhost.stream_infinity()
+    received = []
+    with pytest.raises(harp.CommunicationError, match="wait_timeout"):
+        for message in job.follow(since=0):  # packets every 10 ms, forever
+            received.append(message)
+    assert len(received) >= 3 and received == [{"n": n} for n in range(len(received))]
+    assert job.cancel() is True
+
+
 # --- timeouts and communication errors ----------------------------------------------------------
 
 
