@@ -111,7 +111,6 @@ class _Session:
 
 
 _SESSION = pytest.StashKey[_Session]()
-_ERROR = pytest.StashKey[str]()
 
 
 def _family_options() -> Iterator[tuple[FamilySpec, Option]]:
