@@ -1,8 +1,9 @@
 """Conformance cases of the jobs family (dispatcher and agent).
 
 This package declares the family (:data:`FAMILY`: its options and the agent's TLS context);
-the cases live in :mod:`runwire.conformance.jobs.cases` (``CASES = CaseSet("jobs")``), which
-the runner imports only when the family is run.
+the cases live in :mod:`runwire.conformance.jobs.dispatcher_cases` and
+:mod:`runwire.conformance.jobs.agent_cases` (each ``CASES = CaseSet("jobs")``), which the
+runner imports only when the family is run.
 
 What a server under test must offer is in ``conformance/README.md``, section "What a server
 under test must offer (jobs)".
@@ -33,7 +34,10 @@ def agent_tls_context(interface: str, options: Mapping[str, OptionValue]) -> ssl
 FAMILY = FamilySpec(
     name="jobs",
     title="job dispatch: HarpCaller-style dispatcher (TCP) and harpd-style agent (TLS)",
-    case_modules=("runwire.conformance.jobs.cases",),
+    case_modules=(
+        "runwire.conformance.jobs.dispatcher_cases",
+        "runwire.conformance.jobs.agent_cases",
+    ),
     options=(
         Option(
             "jobs_host",
