@@ -48,7 +48,9 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from runwire.generated.jobs import models
 from runwire.generated.jobs.client import AgentClient
@@ -72,6 +74,8 @@ from .tls import client_context
 __all__ = ["Dispatcher", "DispatcherConfig", "HostEntry", "load_config"]
 
 logger = logging.getLogger(__name__)
+
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
 
 #: How many stored packets one read takes from the database.
 PACKET_BATCH = 512
@@ -522,7 +526,7 @@ class Dispatcher(DispatcherServerBase):
         ]
         return _reply(models.ListJobsReply, {"jobs": rows, "truncated": truncated})
 
-    async def follow_stream(self, request: models.FollowStreamRequest) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def follow_stream(self, request: models.FollowStreamRequest) -> AsyncIterator[Any]:
         """Stored packets from ``since`` (or the last ``recent``; default ``recent: 0``),
         then live packets until the job ends, then its result line."""
         job_id = request.follow_stream.root
@@ -550,7 +554,7 @@ class Dispatcher(DispatcherServerBase):
                 continue
             await live.wait_change()
 
-    async def read_stream(self, request: models.ReadStreamRequest) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def read_stream(self, request: models.ReadStreamRequest) -> AsyncIterator[Any]:
         """Packets stored now from ``since`` (default 0) or the last ``recent``, then the
         result line if the job has ended, else ``{"continue": true}``."""
         job_id = request.read_stream.root
@@ -731,5 +735,7 @@ def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message}}
 
 
-def _reply(model: Any, wire: Mapping[str, Any] | None) -> Any:
+def _reply(model: type[ReplyT], wire: Mapping[str, Any] | None) -> ReplyT:
+    """The reply model of a JSON reply the dispatcher built (lax: the schema has the last
+    word on the wire, where the server base validates every line)."""
     return model.model_validate(wire, strict=False)
