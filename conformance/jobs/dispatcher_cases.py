@@ -34,6 +34,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from runwire.conformance import CaseContext, CaseFailure, CaseSet, FailureKind, Frame
@@ -102,6 +103,16 @@ def _is_outcome(reply: Any) -> bool:
     return isinstance(reply, Mapping) and bool(
         {"result", "exception", "cancelled", "error"} & set(reply)
     )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A read_stream reply with a short repr (for poll's timeout message)."""
+
+    reply: StreamReply
+
+    def __repr__(self) -> str:
+        return f"read_stream sent {_show([*self.reply.items, self.reply.terminator])}"
 
 
 class Jobs:
@@ -238,11 +249,15 @@ class Jobs:
 
     async def wait_packets(self, job_id: str, count: int) -> StreamReply:
         """Poll read_stream until the job has stored at least `count` packets."""
-        return await self.ctx.poll(
-            lambda: self.stream("read_stream", job_id),
-            lambda reply: len(reply.items) >= count,
+        read = await self.ctx.poll(
+            lambda: self._read(job_id),
+            lambda read: len(read.reply.items) >= count,
             f"job {job_id} has stored {count} packet(s)",
         )
+        return read.reply
+
+    async def _read(self, job_id: str) -> _Read:
+        return _Read(await self.stream("read_stream", job_id))
 
     # -- cleanup -------------------------------------------------------------------------
 
@@ -436,10 +451,10 @@ async def call_named_arguments(ctx: CaseContext) -> None:
     exercises=["jobs/dispatcher/get_status"],
 )
 async def call_info_round_trip(ctx: CaseContext) -> None:
-    info = {"who": "conformance", "list": [1, 2.5, None, "ü"], "nested": {"empty": {}}}
+    info: Any = {"who": "conformance", "list": [1, 2.5, None, "ü"], "nested": {"empty": {}}}
     async with jobs(ctx) as session:
         for given, expected in ((info, info), ("just a string", "just a string"), (None, None)):
-            options = {} if given is None else {"info": given}
+            options: dict[str, Any] = {} if given is None else {"info": given}
             job = await session.submit("echo", [], **options)
             status = await session.status(job)
             ctx.check(
@@ -646,6 +661,44 @@ async def call_queue_name_canonical(ctx: CaseContext) -> None:
             status["time"].get("start") is None,
             f"job {second} (queue name with the keys in another order) started while job "
             f"{first} holds the same concurrency-1 queue",
+            frame=session.last,
+        )
+
+
+@call.case(
+    "queue-recreated-when-idle",
+    "a queue whose jobs have all ended is deleted: the next job that names it creates it "
+    "anew with its own concurrency",
+    references=(R_QUEUES, _def("QueueSpec")),
+)
+async def call_queue_recreated_when_idle(ctx: CaseContext) -> None:
+    name = _queue_name("recreated")
+    async with jobs(ctx) as session:
+        first = await session.submit("echo", [], queue={"name": name, "concurrency": 1})
+        await session.outcome(first)
+        a = await session.blocker({"name": name, "concurrency": 2})
+        b = await session.blocker({"name": name, "concurrency": 2})
+        await session.wait_running(a)
+        await session.wait_running(b)  # FAILs by timeout if the old queue (1) lives on
+
+
+@call.case(
+    "null-options",
+    "null for timeout, max_exec_time, queue and info means the key was not given: the job "
+    "runs at once to its result and its info reads null",
+    references=(R_REQUESTS, _def("CallRequest")),
+)
+async def call_null_options(ctx: CaseContext) -> None:
+    async with jobs(ctx) as session:
+        job = await session.submit(
+            "echo", ["nulls"], timeout=None, max_exec_time=None, queue=None, info=None
+        )
+        reply = await session.outcome(job)
+        check_outcome(ctx, session, reply, {"result": ["nulls"]}, f"job {job} with null options")
+        status = await session.status(job)
+        ctx.check(
+            status.get("info") is None,
+            f"job {job} submitted with info null: get_status says {_show(status.get('info'))}",
             frame=session.last,
         )
 
