@@ -145,7 +145,10 @@ class Frame:
             "connection": self.connection,
             "size_bytes": self.size_bytes,
         }
-        if self.is_json and self.raw is None:
+        if self.size_bytes > REPORT_FRAME_LIMIT:
+            data["text"] = self.text()[:REPORT_FRAME_LIMIT]
+            data["truncated"] = True
+        elif self.is_json and self.raw is None:
             data["json"] = self.value
         else:
             assert self.raw is not None
@@ -158,6 +161,11 @@ class Frame:
             data["note"] = self.note
         return data
 
+
+REPORT_FRAME_LIMIT: Final = 64 * 1024
+"""Frames longer than this many bytes are cut in ``results.json`` (an oversize-request case
+would otherwise put megabytes into the report): the report keeps the first
+``REPORT_FRAME_LIMIT`` bytes as ``text``, sets ``truncated`` and keeps ``size_bytes`` exact."""
 
 REDACTED: Final = "***"
 """What a secret option's value is replaced with in recorded frames."""

@@ -209,3 +209,29 @@ def test_console_progress_shows_the_running_case(mixed_run: RunResult) -> None:
 def test_quiet_console_leaves_out_passes(mixed_run: RunResult) -> None:
     text = _console(mixed_run, quiet=True)
     assert "PASS" not in text and "FAIL  fake/echo/echo/bad-reply" in text
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_frame_over_the_report_limit_is_cut(as_json: bool) -> None:
+    from runwire.conformance.context import REPORT_FRAME_LIMIT, Frame
+
+    big = "x" * (REPORT_FRAME_LIMIT + 10)
+    frame = Frame(
+        index=0,
+        direction="sent",
+        offset_s=0.0,
+        interface="dispatcher",
+        connection=1,
+        value={"info": big} if as_json else None,
+        is_json=as_json,
+        raw=None if as_json else big.encode(),
+    )
+    data = frame.to_json()
+    assert data["truncated"] is True
+    assert len(data["text"]) == REPORT_FRAME_LIMIT
+    assert "json" not in data and "base64" not in data
+    assert data["size_bytes"] > REPORT_FRAME_LIMIT
+    registry = SchemaRegistry.from_package()
+    assert registry.validator(
+        "https://runwire.dev/schemas/conformance/results.json#/$defs/Frame"
+    ).is_valid(data)
