@@ -166,6 +166,25 @@ def _drop_root_import(match: re.Match[str]) -> str:
     return "from pydantic import " + ", ".join(names) if names else ""
 
 
+def _annotated_constr(text: str) -> str:
+    """``constr(...)`` (which datamodel-code-generator writes for a constrained string inside
+    a union, e.g. ``additionalProperties: {"oneOf": [{"type": "string", "maxLength": 9}, ...]}``)
+    is a call mypy refuses in annotations: write ``Annotated[str, StringConstraints(...)]``."""
+    text, count = re.subn(r"\bconstr\(([^()]*)\)", r"Annotated[str, StringConstraints(\1)]", text)
+    if count:
+        assert "StringConstraints" in text.split("\n\n", 1)[0] or "from pydantic import" in text
+        text = re.sub(r"from pydantic import ([^\n]*)", _fix_constr_import, text, count=1)
+    assert "constr(" not in text, "a constr( call was left"
+    return text
+
+
+def _fix_constr_import(match: re.Match[str]) -> str:
+    names = [n.strip() for n in match.group(1).split(",") if n.strip() != "constr"]
+    if "StringConstraints" not in names:
+        names.append("StringConstraints")
+    return "from pydantic import " + ", ".join(sorted(names))
+
+
 def _definitions_table(family: Family, definitions: list[tuple[str, str]]) -> str:
     lines = [
         "",
@@ -187,5 +206,5 @@ def emit_models(tree: SchemaTree, family: Family, header: str) -> str:
     output = generate(bundle(tree, family), **dcg_options())
     if not isinstance(output, str):
         raise SchemaError(f"{family.name}: datamodel-code-generator returned no single module")
-    text = _strict_root_models(_drop_bundle_class(_drop_dcg_header(output)))
+    text = _annotated_constr(_strict_root_models(_drop_bundle_class(_drop_dcg_header(output))))
     return header + text.rstrip("\n") + "\n" + _definitions_table(family, definitions)

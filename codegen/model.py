@@ -141,6 +141,7 @@ class Interface:
     operations: tuple[Operation, ...]
     request: SchemaRef | None = None
     malformed_reply: SchemaRef | None = None
+    error_reply: SchemaRef | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def _family(tree: SchemaTree, rel: str, manifest: Mapping[str, Any]) -> Family:
                 malformed_reply=_ref(
                     name, entry.get("malformed_reply"), f"{where}/malformed_reply"
                 ),
+                error_reply=_ref(name, entry.get("error_reply"), f"{where}/error_reply"),
             )
         )
     family = Family(
@@ -265,7 +267,11 @@ def _check_refs(tree: SchemaTree, rel: str, family: Family) -> None:
     for interface in family.interfaces:
         if interface.schema not in tree.documents:
             raise SchemaError(f"{rel}: interface {interface.name!r}: no file {interface.schema}")
-        refs = [("request", interface.request), ("malformed_reply", interface.malformed_reply)]
+        refs = [
+            ("request", interface.request),
+            ("malformed_reply", interface.malformed_reply),
+            ("error_reply", interface.error_reply),
+        ]
         refs += [
             (f"{op.name}.{role}", ref) for op in interface.operations for role, ref in op.refs()
         ]
