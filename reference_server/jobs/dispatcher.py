@@ -657,40 +657,45 @@ class Dispatcher(DispatcherServerBase):
             }
         )
         lines = client.call(request)
+        loop = asyncio.get_running_loop()
+        kind = "request timed out"
         try:
-            first = True
-            while True:
-                now = time.monotonic()
-                if first:
-                    limit, kind = self.config.connect_timeout_s, "request timed out"
-                else:
-                    limit, kind = record.timeout_s, "reading result timed out"
-                if deadline - now <= limit:
-                    limit, kind = max(0.0, deadline - now), "maximum execution time exceeded"
-                try:
-                    async with asyncio.timeout(limit):
+            # One timer for the whole call, moved before each read: a new asyncio.timeout
+            # per stream line costs more than the rest of handling the line.
+            async with asyncio.timeout(None) as limit_timer:
+                first = True
+                while True:
+                    now = time.monotonic()
+                    if first:
+                        limit, kind = self.config.connect_timeout_s, "request timed out"
+                    else:
+                        limit, kind = record.timeout_s, "reading result timed out"
+                    if deadline - now <= limit:
+                        limit, kind = max(0.0, deadline - now), "maximum execution time exceeded"
+                    limit_timer.reschedule(loop.time() + limit)
+                    try:
                         line = await anext(lines)
-                except TimeoutError:
-                    raise _JobFailed("timeout", kind) from None
-                except StopAsyncIteration:
-                    raise _JobFailed("closed", "connection closed unexpectedly") from None
-                except Timeout as exc:
-                    raise _JobFailed("timeout", kind) from exc
-                except ConnectionClosed as exc:
-                    raise _JobFailed("closed", "connection closed unexpectedly") from exc
-                except RemoteProtocolError as exc:
-                    raise _JobFailed("bad_protocol", f"Harp protocol error: {exc}") from exc
-                except LocalProtocolError as exc:
-                    raise _JobFailed("unrecognized", f"unknown error: {exc}") from exc
-                except (AuthenticationError, TransportError) as exc:
-                    raise _network_error(exc) from exc
-                first = False
-                if isinstance(line, models.AgentAck):
-                    continue
-                if isinstance(line, models.AgentStreamItem):
-                    self._append_packet(live, line.stream.root)
-                    continue
-                return _outcome(line)
+                    except StopAsyncIteration:
+                        raise _JobFailed("closed", "connection closed unexpectedly") from None
+                    except Timeout as exc:
+                        raise _JobFailed("timeout", kind) from exc
+                    except ConnectionClosed as exc:
+                        raise _JobFailed("closed", "connection closed unexpectedly") from exc
+                    except RemoteProtocolError as exc:
+                        raise _JobFailed("bad_protocol", f"Harp protocol error: {exc}") from exc
+                    except LocalProtocolError as exc:
+                        raise _JobFailed("unrecognized", f"unknown error: {exc}") from exc
+                    except (AuthenticationError, TransportError) as exc:
+                        raise _network_error(exc) from exc
+                    first = False
+                    if isinstance(line, models.AgentAck):
+                        continue
+                    if isinstance(line, models.AgentStreamItem):
+                        self._append_packet(live, line.stream.root)
+                        continue
+                    return _outcome(line)
+        except TimeoutError:
+            raise _JobFailed("timeout", kind) from None
         finally:
             await lines.aclose()  # type: ignore[attr-defined]
 

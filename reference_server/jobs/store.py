@@ -61,17 +61,23 @@ CREATE TABLE IF NOT EXISTS packets (
 """
 
 
+# Encoders made once: ``json.dumps`` with options builds a new encoder on every call, which
+# costs more than encoding a stream packet.
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of ``value``: sorted keys, no spaces, UTF-8 kept.
 
     Queue names are compared by this text (the original compares the parsed, key-sorted
     object).
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL_ENCODER.encode(value)
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT_ENCODER.encode(value)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder and two encoders for every line: ``json.loads`` / ``json.dumps`` with options
+# build a new decoder or encoder on each call, which costs more than the work itself on a
+# short line. Both are stateless between calls.
+_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_SORTED_ENCODER: Final = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
+)
+
+
 class JsonLinesDecoder:
     """Incremental JSON-lines decoder holding at most `max_line_bytes` of an incomplete line.
 
@@ -176,7 +186,7 @@ def _decode(raw: bytes) -> Any:
     if not raw:
         raise RemoteProtocolError("empty line", error_type="parse_error")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return _STRICT_DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"line is not UTF-8: {exc}", error_type="parse_error") from exc
     except (ValueError, RecursionError) as exc:
@@ -198,13 +208,7 @@ def encode_line(value: Any, *, sort_keys: bool = False) -> bytes:
             strict JSON (NaN/Infinity, unknown types, circular references, lone surrogates).
     """
     try:
-        text = json.dumps(
-            value,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            sort_keys=sort_keys,
-        )
+        text = (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)
         return text.encode("utf-8") + b"\n"
     except (TypeError, ValueError, RecursionError) as exc:
         raise LocalProtocolError(
