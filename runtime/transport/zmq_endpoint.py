@@ -902,6 +902,7 @@ class ZmqClientBase:
         self.max_reply_bytes = max_reply_bytes
         self.send_request_ids = send_request_ids
         self._socket: zmq.asyncio.Socket | None = None
+        self._socket_timeout_ms = -1
         self._lock: asyncio.Lock | None = None
         self.resets = 0
 
@@ -1016,12 +1017,22 @@ class ZmqClientBase:
         async with self._lock:
             if self._socket is None:
                 self._socket = self._connect()
+                self._socket_timeout_ms = -1
             socket = self._socket
+            timeout_ms = max(0, round(timeout * 1000))
             try:
+                if timeout_ms != self._socket_timeout_ms:
+                    # pyzmq's asyncio sockets fail a pending recv with zmq.Again after
+                    # RCVTIMEO: one event registration per call instead of poll + recv
+                    socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                    self._socket_timeout_ms = timeout_ms
                 await socket.send(frame)
-                if not await socket.poll(timeout * 1000):
-                    raise Timeout(timeout, f"reply to {what or 'request'} from {self.address}")
                 reply = await socket.recv()
+            except zmq.Again:
+                self._reset()
+                raise Timeout(
+                    timeout, f"reply to {what or 'request'} from {self.address}"
+                ) from None
             except BaseException:
                 self._reset()
                 raise
