@@ -266,9 +266,7 @@ def parse_definition(
     if not isinstance(data, Mapping):
         raise DefinitionError(label, ["the definition must be a mapping (object) at the top level"])
     if not validator.is_valid(data):
-        found = [
-            f"at {v.instance_pointer or '/'}: {v.message}" for v in validator.violations(data)
-        ]
+        found = [f"at {v.instance_pointer or '/'}: {v.message}" for v in validator.violations(data)]
         raise DefinitionError(label, found or ["does not match the definition schema"])
     scheduling = data["scheduling"]
     runtime: Mapping[str, Any] = data["runtime"]

@@ -256,7 +256,7 @@ class TaskProxy:
             "state": str(self.state),
             "is_held": self.is_held,
             "submit_num": self.submit_num,
-            "try_num": self.try_num,
+            "try_num": self.try_num if self.submit_num else 0,
             "outputs": dict(self.outputs),
             "prerequisites": [{"id": p.id, "satisfied": p.satisfied} for p in self.prerequisites],
             "job_ids": [self.jobs[n].id for n in sorted(self.jobs)],
@@ -285,6 +285,9 @@ class Scheduler:
         scheduler.queue_command("hold", {"tasks": ["2/*"]})
         scheduler.snapshot()                      # entire_workflow data
         scheduler.elements("task_proxies")        # one element type
+
+    Not thread-safe: call every method from the event loop that runs :meth:`run` (a server
+    in another thread must hand calls over with ``loop.call_soon_threadsafe``).
 
     Args:
         definition: the validated workflow definition.
@@ -1085,7 +1088,7 @@ class Scheduler:
                     "id": task.name,
                     "name": task.name,
                     "script": task.script,
-                    "outputs": task.all_outputs(),
+                    "outputs": dict(task.outputs),
                     "retries": task.retries.count,
                 },
             )
@@ -1110,6 +1113,17 @@ class Scheduler:
             return f"running to stop after {self._stop_task}"
         return "running"
 
+    def _stop_mode_text(self) -> str | None:
+        """The pending stop: a stop mode (``clean``, ``now``, ``kill``, or ``auto`` when the
+        workflow completed), else the stop point or stop task, else None."""
+        if self._stop_mode is not None:
+            return self._stop_mode
+        if self._stop_point is not None:
+            return f"after cycle point {self._stop_point}"
+        if self._stop_task is not None:
+            return f"after task {self._stop_task}"
+        return None
+
     def _broadcast_elements(self) -> list[dict[str, Any]]:
         def key(item: tuple[tuple[str, str], Any]) -> tuple[int, int, str]:
             (point, namespace), _ = item
@@ -1130,7 +1144,7 @@ class Scheduler:
             "final_cycle_point": str(self.definition.final_cycle_point),
             "run_dir": str(self.run_dir),
             "last_updated": self._last_updated,
-            "stop_mode": self._stop_mode,
+            "stop_mode": self._stop_mode_text(),
             "broadcasts": self._broadcast_elements(),
         }
 
@@ -1441,9 +1455,11 @@ class Scheduler:
             new = sum(1 for k in keys if k not in self._broadcasts)
             if len(self._broadcasts) + new > MAX_BROADCASTS:
                 raise CommandRejected(f"at most {MAX_BROADCASTS} broadcast entries")
-            matched = [f"{p}/{n}" for p, n in keys]
-        else:
-            matched = [f"{p}/{n}" for p, n in keys]  # a put queued before may add it
+        matched = [
+            p.id
+            for p in self._sorted_pool()
+            if any(point in ("*", p.cycle_point) and ns in (ROOT, p.name) for point, ns in keys)
+        ]
         return matched, {"mode": mode, "keys": keys, "settings": settings}
 
     # ------------------------------------------------------------------ commands: action

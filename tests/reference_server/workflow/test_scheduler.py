@@ -569,7 +569,7 @@ def test_broadcast_overrides_future_jobs(tmp_path: Path) -> None:
         async with running(definition, tmp_path, start_paused=True, keep_finished_points=5) as h:
             assert h.command(
                 "broadcast", {"mode": "put", "settings": {"environment": {"GREETING": "hi"}}}
-            )["matched"] == ["*/root"]
+            )["matched"] == ["1/a", "2/a"]
             h.command(
                 "broadcast",
                 {
@@ -588,7 +588,7 @@ def test_broadcast_overrides_future_jobs(tmp_path: Path) -> None:
                 },
             )
             reply = h.command("broadcast", {"mode": "clear", "namespaces": ["a"]})
-            assert reply["matched"] == ["*/a"]
+            assert reply["matched"] == ["1/a", "2/a"]
             await h.until(lambda: len(h.workflow()["broadcasts"]) == 2)
             assert h.workflow()["broadcasts"] == [
                 {
@@ -725,6 +725,7 @@ def test_stop_after_a_cycle_point(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(definition, tmp_path, start_paused=True, keep_finished_points=9) as h:
             assert h.command("stop", {"cycle_point": "2"})["matched"] == []
+            await h.until(lambda: h.workflow()["stop_mode"] == "after cycle point 2")
             h.command("resume")
             assert await h.finish() == "AUTOMATIC"
             assert "running to stop at 2" in h.status_msgs()
@@ -740,6 +741,7 @@ def test_stop_after_a_task(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running(definition, tmp_path, start_paused=True, keep_finished_points=9) as h:
             assert h.command("stop", {"task": "2/a"})["matched"] == ["2/a"]
+            await h.until(lambda: h.workflow()["stop_mode"] == "after task 2/a")
             h.command("resume")
             assert await h.finish() == "REQUEST(CLEAN)"
             assert "running to stop after 2/a" in h.status_msgs()
@@ -785,10 +787,7 @@ def test_deltas_carry_whole_elements_for_non_empty_topics_only(tmp_path: Path) -
             "id": "a",
             "name": "a",
             "script": "",
-            "outputs": {
-                o: o
-                for o in ("submitted", "submit-failed", "started", "succeeded", "failed", "expired")
-            },
+            "outputs": {},
             "retries": 0,
         }
         assert [p["id"] for p in first["task_proxies"]["added"]] == ["1/a"]
@@ -1052,3 +1051,22 @@ def test_accepted_reply_and_queue_bound(tmp_path: Path) -> None:
     assert full["accepted"] is False
     assert full["message"] == "command queue is full (2 commands waiting); try again later"
     assert uuid.UUID(first["command_id"]).version == 4
+
+
+def test_set_all_prerequisites_lets_a_task_run(tmp_path: Path) -> None:
+    definition = make_definition("a & b => c", {"a": {"script": SLEEP}, "b": {"script": SLEEP}})
+
+    async def scenario() -> None:
+        async with running(definition, tmp_path, start_paused=True) as h:
+            reply = h.command("set", {"tasks": ["1/c"], "prerequisites": ["all"]})
+            assert reply["matched"] == ["1/c"]  # a future task: spawned with all satisfied
+            h.command("hold", {"tasks": ["1/a", "1/b"]})
+            h.command("resume")
+            await h.until_state("1/c", "succeeded")
+            assert h.proxy("1/c")["prerequisites"] == [  # type: ignore[index]
+                {"id": "1/a:succeeded", "satisfied": True},
+                {"id": "1/b:succeeded", "satisfied": True},
+            ]
+            assert h.state("1/a") == h.state("1/b") == "waiting"
+
+    run_bounded(scenario())
