@@ -400,6 +400,7 @@ def test_a_cancelled_call_leaves_the_client_usable() -> None:
                 await call
             assert await client.request("ping_workflow") is True
         finally:
+            server.release_hold.set()
             client.close()
             await server.stop()
 
