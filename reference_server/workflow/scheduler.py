@@ -78,7 +78,7 @@ from .selection import (
     parse_selector,
     parse_selectors,
 )
-from .states import ACTIVE_STATES, FINAL_STATES, TaskState, WorkflowStatus
+from .states import ACTIVE_STATES, FINAL_STATES, TRANSITIONS, TaskState, WorkflowStatus
 
 __all__ = [
     "COMMANDS",
@@ -494,7 +494,8 @@ class Scheduler:
         Returns:
             the stop reason: ``AUTOMATIC`` (all cycle points done, or the stop point
             reached), ``REQUEST(CLEAN)``, ``REQUEST(NOW)``, ``REQUEST(KILL)`` or
-            ``ABORT(stall timeout)``.
+            ``ABORT(stall timeout)``. (If run() raises, :attr:`stop_reason` is ``CANCELLED``
+            or ``ERROR(<exception type>)``.)
 
         Raises:
             InvalidState: run() was already called.
@@ -531,7 +532,10 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
-        except BaseException:
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                LOG.exception("Workflow %s: scheduler error", self.workflow_id)
+                reason = f"ERROR({type(exc).__name__})"
             for job in list(self._running.values()):
                 if job.process is not None:
                     job.process.kill_now()
@@ -565,7 +569,11 @@ class Scheduler:
         if self._running:
             return self.job_poll_interval_s
         now = time.monotonic()
-        deadlines = [p.retry_at for p in self._pool.values() if p.retry_at is not None]
+        # a retry whose delay has passed waits for something else (pause, hold, runahead),
+        # which wakes the loop when it changes: only future deadlines count
+        deadlines = [
+            p.retry_at for p in self._pool.values() if p.retry_at is not None and p.retry_at > now
+        ]
         if self._stalled_since is not None and self.definition.stall_timeout_s is not None:
             deadlines.append(self._stalled_since + self.definition.stall_timeout_s)
         if not deadlines:
@@ -683,6 +691,8 @@ class Scheduler:
 
     def _set_state(self, proxy: TaskProxy, state: TaskState) -> None:
         if proxy.state != state:
+            if state not in TRANSITIONS[proxy.state]:  # a scheduler bug: say so, carry on
+                LOG.error("[%s] illegal transition %s => %s", proxy.id, proxy.state, state)
             LOG.info("[%s] %s => %s", proxy.id, proxy.state, state)
             proxy.state = state
             self._dirty_proxies.add(proxy.id)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,15 @@ WAIT_S = 8.0
 def tree_registry() -> SchemaRegistry:
     """The schemas of this source tree (not the installed copy), loaded once."""
     return SchemaRegistry.from_directory(SCHEMAS)
+
+
+@pytest.fixture(autouse=True)
+def _no_illegal_transitions(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test fails if the scheduler logs a state transition its table forbids."""
+    caplog.set_level(logging.INFO, logger="runwire.reference_server.workflow")
+    yield
+    illegal = [r.getMessage() for r in caplog.records if "illegal transition" in r.getMessage()]
+    assert illegal == []
 
 
 @pytest.fixture
