@@ -31,22 +31,29 @@ Rows (``id`` column), their targets (from the issue) and what is measured:
                   throughput without client overhead (information).
 ``follow-live``   submit a streaming job and follow it at once to its end with the
                   generated client: agent, ingestion and delivery together (information).
-``submit-small``  ``call`` time (p50) while a small number of jobs wait in a queue; each
-                  measured job is cancelled afterwards (not timed), so the queue length
-                  stays the same (information; the ratio is to raw).
-``submit-large``  the same while 10,000 jobs wait (information).
-``submit-flat``   submit time with the large queue / with the small one, ours (and raw).
+``submit-small``  ``call`` time (p50) while 10 jobs wait in a queue behind a running job;
+                  each measured job is cancelled afterwards (not timed), so the queue
+                  length stays the same (information; the ratio is to raw).
+``submit-large``  the same while 10,000 jobs wait (information). Short and long queues
+                  live in two fresh dispatchers per side, measured in alternating blocks,
+                  so both see the same machine load.
+``submit-flat``   submit time with the long queue / with the short one, ours (and raw).
                   Target: at most 1.5×.
 ``memory``        growth of the dispatcher's resident memory (VmRSS of its process) over
-                  10,000 finished jobs of 100 packets each, on a fresh dispatcher after a
-                  warm-up. Target: under 50 MB (job data lives in the database).
+                  10,000 finished jobs of 100 packets each (32 live at a time), on a fresh
+                  dispatcher after a warm-up; the raw agent serves these jobs, so the CPU
+                  goes to the dispatcher. Target: under 50 MB (job data lives in the
+                  database).
 
-Below the table, details: p90s, server CPU time per operation (steadier than rates on a
-busy machine), our dispatcher with the raw agent (splits dispatcher from agent cost), sizes.
-Verdicts are printed, never asserted: the exit status is 0 whenever the run completes.
-``--quick`` (with optional size overrides) makes a small run for smoke tests. ``--profile
-DIR`` runs our servers under cProfile and writes ``dispatcher.prof`` and ``agent.prof`` (and
-this process's ``client.prof``) to DIR.
+Below the table, details: p90s, CPU time per operation of each server and of this process
+("client"; steadier than rates on a busy machine), our dispatcher with the raw agent (splits
+dispatcher from agent cost), the generated client reading the raw dispatcher (client cost),
+sizes. Verdicts are printed, never asserted: the exit status is 0 whenever the run
+completes. A default run takes 3 to 4 minutes on a 2-core VM, two thirds of it the 10,000
+jobs of the memory row; ``--quick`` (with optional size overrides) makes a run of about 15
+seconds. ``--profile DIR`` runs our servers under cProfile and writes ``dispatcher.prof``,
+``agent.prof`` (one file per dispatcher started) and this process's ``client.prof`` to DIR.
+Other load on the machine moves the numbers: compare runs only on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -91,7 +98,7 @@ LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
 class Sizes:
     """How much work each measurement does."""
 
-    latency_jobs: int = 300
+    latency_jobs: int = 200
     """Measured submit → result jobs per variant (after a warm-up)."""
     follow_packets: int = 20_000
     """Packets of the streamed job read with follow_stream."""
@@ -99,7 +106,7 @@ class Sizes:
     """Reads of that stream per reader (median taken)."""
     live_packets: int = 5_000
     """Packets of each job followed live."""
-    live_repeats: int = 3
+    live_repeats: int = 2
     """Live follows (submit + follow) per side."""
     submit_jobs: int = 300
     """Measured submits per side and queue length."""
