@@ -1070,3 +1070,23 @@ def test_set_all_prerequisites_lets_a_task_run(tmp_path: Path) -> None:
             assert h.state("1/a") == h.state("1/b") == "waiting"
 
     run_bounded(scenario())
+
+
+def test_an_elapsed_retry_delay_of_a_held_task_does_not_spin_the_loop(tmp_path: Path) -> None:
+    definition = make_definition(
+        "a", {"a": {"script": SLEEP, "execution_time_limit_s": 0.3, "retries": {"count": 1}}}
+    )
+
+    async def scenario() -> None:
+        async with running(definition, tmp_path, kill_grace_s=0.1) as h:
+            await h.until_state("1/a", "running")
+            h.command("hold", {"tasks": ["1/a"]})
+            await h.until(lambda: h.state("1/a") == "waiting" and h.proxy("1/a")["try_num"] == 2)  # type: ignore[index]
+            await h.barrier()
+            assert h.proxy("1/a")["is_held"] and h.proxy("1/a")["submit_num"] == 1  # type: ignore[index]
+            # the retry delay (0 s) has passed; only a release may wake the loop for it
+            assert h.scheduler._next_wakeup() is None
+            h.command("release", {"tasks": ["1/a"]})
+            await h.until(lambda: h.job("1/a/02") is not None)
+
+    run_bounded(scenario())
