@@ -21,8 +21,11 @@ __all__ = ["FifoSemaphore", "QueueRegistry"]
 class FifoSemaphore:
     """A semaphore that wakes its waiters strictly in arrival order.
 
-    ``acquire`` is cancellable: a waiter cancelled before it got its slot leaves the line;
-    one cancelled just after it was granted a slot hands the slot on.
+    ``acquire`` is cancellable: a waiter cancelled before it got its slot stays in the line
+    as a dead entry that :meth:`release` skips (so cancelling is O(1), and safe when a
+    release and the cancellation happen in the same turn of the loop); one cancelled just
+    after it was granted a slot hands the slot on. Invariant: while a live waiter waits,
+    every slot is taken.
     """
 
     limit: int
@@ -31,7 +34,14 @@ class FifoSemaphore:
     #: Jobs that joined (submitted to) this queue and have not left it yet.
     members: int = 0
 
+    @property
+    def waiting(self) -> int:
+        """How many live waiters wait (O(n); for diagnostics)."""
+        return sum(1 for waiter in self.waiters if not waiter.done())
+
     async def acquire(self) -> None:
+        while self.waiters and self.waiters[0].done():
+            self.waiters.popleft()  # dead entries of cancelled waiters
         if self.running < self.limit and not self.waiters:
             self.running += 1
             return
@@ -42,8 +52,7 @@ class FifoSemaphore:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # granted, then cancelled: pass the slot on
-            else:
-                self.waiters.remove(waiter)
+            # else: the cancelled future stays in the line; release() skips it
             raise
 
     def release(self) -> None:
@@ -81,7 +90,7 @@ class QueueRegistry:
     def waiting(self, key: str) -> int:
         """How many jobs wait in queue ``key`` (0 if it does not exist)."""
         queue = self._queues.get(key)
-        return 0 if queue is None else len(queue.waiters)
+        return 0 if queue is None else queue.waiting
 
     def join(self, key: str, concurrency: int) -> FifoSemaphore:
         """The queue named ``key``, created with ``concurrency`` if it does not exist yet.

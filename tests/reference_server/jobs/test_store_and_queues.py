@@ -162,3 +162,24 @@ def test_a_job_leaving_before_its_turn_frees_the_queue(holding: bool) -> None:
         assert "k" not in queues and queue.running == 0
 
     run(body())
+
+
+def test_release_and_cancellation_in_the_same_turn_leave_a_consistent_semaphore() -> None:
+    """A release that meets waiters cancelled in the same turn of the loop (what a graceful
+    stop does to a queue) skips them, and the semaphore stays usable."""
+
+    async def body() -> None:
+        semaphore = FifoSemaphore(1)
+        await semaphore.acquire()
+        tasks = [asyncio.ensure_future(semaphore.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)  # all three wait
+        for task in tasks:
+            task.cancel()
+        semaphore.release()  # before the cancelled tasks run their except branches
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(result, asyncio.CancelledError) for result in results)
+        assert semaphore.running == 0 and semaphore.waiting == 0
+        await asyncio.wait_for(semaphore.acquire(), 1)  # the free slot is taken at once
+        assert semaphore.running == 1
+
+    run(body())
