@@ -14,6 +14,7 @@ from typing import Any
 SERVERS = {
     "jobs-dispatcher": "runwire.reference_server.jobs.dispatcher_main",
     "jobs-agent": "runwire.reference_server.jobs.agent_main",
+    "workflow": "runwire.reference_server.workflow.serve_main",
 }
 
 

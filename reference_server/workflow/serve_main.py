@@ -1,0 +1,180 @@
+"""``runwire serve workflow DEFINITION``: run the reference workflow scheduler (Cylc's
+``cylc play``) until the workflow stops.
+
+It loads and validates the definition, claims ``<run root>/<workflow id>/``, makes fresh
+CurveZMQ keys in its ``.service/`` folder, binds the request and publish sockets to random
+ports of ``--port-range`` on ``--host``, writes the contact file and prints one line::
+
+    runwire workflow pipeline listening on 127.0.0.1:43007 (publish 43052, curve); contact file /home/u/runwire-run/pipeline/.service/contact; run directory /home/u/runwire-run/pipeline
+
+then runs the workflow until every cycle point is done, a ``stop`` command arrives, or
+SIGTERM/SIGINT (which stops it as ``stop --mode kill`` would: active jobs are killed; a second
+signal stops at once). On the way out it publishes ``shutdown`` with the stop reason, removes
+the contact file and keys, and prints ``runwire workflow ID stopped: REASON``.
+
+Exit status: 0 when the workflow finished or stopped on request (or signal); 1 when it
+aborted (stall timeout, scheduler error) or could not start (ports, files); 2 for an invalid
+definition or command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import zmq
+
+from runwire.runtime.errors import RunwireError
+
+from .contact import RUN_ROOT_ENV, check_workflow_id, default_run_root
+from .definition import DefinitionError, load_definition
+from .service import DEFAULT_PORT_RANGE, WorkflowAlreadyRunning, WorkflowService, is_clean_stop
+
+DESCRIPTION = "run the reference workflow scheduler (Cylc 8's runtime interface over ZeroMQ)"
+
+PROG = "runwire serve workflow"
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """``MIN-MAX`` (inclusive) or a single ``PORT`` (argparse type)."""
+    first_text, sep, last_text = text.partition("-")
+    try:
+        first = int(first_text)
+        last = int(last_text) if sep else first
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX, not {text!r}") from None
+    if not 0 < first <= last <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX <= 65535")
+    return first, last
+
+
+def workflow_id(text: str) -> str:
+    """A workflow id (argparse type)."""
+    try:
+        return check_workflow_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``runwire serve workflow``."""
+    parser.add_argument(
+        "definition", type=Path, metavar="DEFINITION", help="workflow definition (.yaml/.toml)"
+    )
+    parser.add_argument(
+        "--workflow-id",
+        type=workflow_id,
+        metavar="ID",
+        help="workflow id, the run directory's name under the run root (default: the "
+        "definition's name)",
+    )
+    parser.add_argument(
+        "--run-root",
+        type=Path,
+        metavar="DIR",
+        help=f"run root (default: ${RUN_ROOT_ENV}, else ~/runwire-run)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to bind (default %(default)s; 0.0.0.0 for all interfaces)",
+    )
+    parser.add_argument(
+        "--port-range",
+        type=port_range,
+        default=DEFAULT_PORT_RANGE,
+        metavar="MIN-MAX",
+        help="pick both ports at random from this range (default 43001-43100)",
+    )
+    parser.add_argument(
+        "--insecure-loopback",
+        action="store_true",
+        help="plain TCP without CurveZMQ keys; refused unless --host is a loopback address",
+    )
+    parser.add_argument(
+        "--paused", action="store_true", help="start paused: no jobs until `resume`"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between heartbeats on the publish socket (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="logging level (default: %(default)s)"
+    )
+
+
+async def serve(service: WorkflowService) -> str:
+    """Start ``service``, print where it listens, run it until the workflow stops (SIGTERM
+    and SIGINT request a stop); returns the stop reason."""
+    contact = await service.start()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for number in signals:
+        loop.add_signal_handler(number, service.request_stop)
+    print(
+        f"runwire workflow {service.workflow_id} listening on {contact.host}:{contact.port} "
+        f"(publish {contact.publish_port}, {contact.security}); contact file "
+        f"{service.contact_file}; run directory {service.run_dir}",
+        flush=True,
+    )
+    try:
+        return await service.run()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``runwire serve workflow``; returns the exit status."""
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        definition = load_definition(args.definition)
+    except DefinitionError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        service = WorkflowService(
+            definition,
+            workflow_id=args.workflow_id,
+            run_root=args.run_root or default_run_root(),
+            host=args.host,
+            port_range=args.port_range,
+            insecure_loopback=args.insecure_loopback,
+            paused=args.paused,
+            heartbeat_interval_s=args.heartbeat_interval,
+        )
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        reason = asyncio.run(serve(service))
+    except (WorkflowAlreadyRunning, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, zmq.ZMQError, RunwireError) as exc:  # files, binds, keys
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    print(f"runwire workflow {service.workflow_id} stopped: {reason}", flush=True)
+    return 0 if is_clean_stop(reason) else 1
