@@ -2,8 +2,9 @@
 
 Subcommands (one module each under ``runwire.commands``):
     codegen      regenerate ``generated/`` from ``schemas/`` (``--check``: fail on drift)
-    serve        run a reference server (``runwire serve jobs-dispatcher``, ``jobs-agent``)
+    serve        run a reference server (``runwire serve jobs-dispatcher``, ``jobs-agent``, ``workflow``)
     jobs         talk to a jobs dispatcher (submit, result, status, follow, cancel, list)
+    workflow     talk to a running workflow (client, pause, resume, stop, hold, status...)
     conformance  run the conformance suite against a server
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from runwire import __version__
 
 #: Modules under ``runwire.commands`` that add a subcommand, in help order.
-SUBCOMMANDS = ("codegen", "serve", "jobs", "conformance")
+SUBCOMMANDS = ("codegen", "serve", "jobs", "workflow", "conformance")
 
 
 def build_parser() -> argparse.ArgumentParser:

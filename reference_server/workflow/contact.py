@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from runwire import __version__
+from runwire.generated.workflow import WorkflowClient, WorkflowSubscriber
 from runwire.runtime.errors import RunwireError
 from runwire.runtime.transport.zmq_security import (
     CurveClientSecurity,
@@ -65,6 +66,7 @@ __all__ = [
     "WorkflowNotRunning",
     "check_workflow_id",
     "client_security",
+    "connect",
     "contact_path",
     "current_command",
     "default_run_root",
@@ -75,6 +77,7 @@ __all__ = [
     "read_contact_file",
     "remove_service_files",
     "service_dir",
+    "subscribe",
     "workflow_run_dir",
     "write_contact_file",
 ]
@@ -104,11 +107,13 @@ class WorkflowNotFound(RunwireError, LookupError):
     """No such workflow: its run directory does not exist.
 
     Attributes:
-        workflow_id: the id asked for; run_dir: where it was looked for.
+        workflow_id: the id asked for; run_dir: where it was looked for; detail: the
+            missing folder, in words.
     """
 
     def __init__(self, workflow_id: str, run_dir: Path) -> None:
-        super().__init__(f"no such workflow: {workflow_id} (no run directory {run_dir})")
+        self.detail = f"no run directory {run_dir}"
+        super().__init__(f"no such workflow: {workflow_id} ({self.detail})")
         self.workflow_id = workflow_id
         self.run_dir = run_dir
 
@@ -118,6 +123,7 @@ class WorkflowNotRunning(RunwireError):
 
     Attributes:
         workflow_id, run_dir: as for :class:`WorkflowNotFound`.
+        detail: how it was found out (``no contact file``, ``stale contact file ...``).
         stale: the contact file of a process that is gone (``contact`` holds it), rather
             than no contact file at all.
         contact: the stale contact, or None.
@@ -128,6 +134,7 @@ class WorkflowNotRunning(RunwireError):
     ) -> None:
         text = f"{workflow_id} is not running (stopped)"
         super().__init__(f"{text}: {detail}" if detail else text)
+        self.detail = detail
         self.workflow_id = workflow_id
         self.run_dir = run_dir
         self.contact = contact
@@ -523,3 +530,47 @@ def client_security(
             f"Failed to load the workflow's public key, so cannot connect. ({exc})"
         ) from exc
     return CurveClientSecurity(keypair=keypair, server_public_key=server_key)
+
+
+def connect(
+    workflow_id: str,
+    run_root: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> tuple[WorkflowClient, Contact]:
+    """A generated :class:`~runwire.generated.workflow.WorkflowClient` for a running
+    workflow, found by id (host, port and keys from its run directory).
+
+    Args:
+        workflow_id, run_root: as for :func:`discover`.
+        **options: more :class:`WorkflowClient` options (``timeout_s``, ``header``...).
+
+    Returns:
+        (client, contact). Close the client when done.
+
+    Raises:
+        WorkflowNotFound, WorkflowNotRunning, ContactFileError, ValueError: see
+            :func:`discover`.
+        CurveKeyError: the key files cannot be loaded.
+    """
+    contact = discover(workflow_id, run_root)
+    run_dir = workflow_run_dir(workflow_id, run_root)
+    security = client_security(run_dir, contact)
+    return WorkflowClient(contact.host, contact.port, security=security, **options), contact
+
+
+def subscribe(
+    workflow_id: str,
+    run_root: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> tuple[WorkflowSubscriber, Contact]:
+    """A generated :class:`~runwire.generated.workflow.WorkflowSubscriber` connected to a
+    running workflow's publish port, found by id (the heartbeat interval from the contact
+    file unless given). Raises as :func:`connect`."""
+    contact = discover(workflow_id, run_root)
+    run_dir = workflow_run_dir(workflow_id, run_root)
+    security = client_security(run_dir, contact)
+    options.setdefault("heartbeat_interval_s", contact.heartbeat_interval_s)
+    subscriber = WorkflowSubscriber(
+        contact.host, contact.publish_port, security=security, **options
+    )
+    return subscriber, contact
