@@ -717,7 +717,7 @@ def test_example_procedures(jobs_agent_factory: Callable[..., Any], tmp_path: Pa
     (data / "b.bin").write_bytes(bytes(range(256)) * 4)
 
     async def scenario() -> None:
-        script = "import sys; print('one'); print('two', file=sys.stderr); sys.exit(4)"
+        script = "import sys; print('one', flush=True); print('two', file=sys.stderr); sys.exit(4)"
         assert await call(agent, "run_command", [[sys.executable, "-c", script]]) == [
             STREAM_ACK,
             {"stream": "one"},
