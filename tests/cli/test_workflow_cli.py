@@ -1,0 +1,275 @@
+"""``runwire serve workflow`` and ``runwire workflow ...`` end to end.
+
+The scheduler runs the example pipeline (``examples/workflow/pipeline.yaml``) in a subprocess
+(``python -m runwire serve workflow``, CURVE on, ports from the default range, a run root in
+``tmp_path``); the client commands run in-process (``runwire.main.main``) with their output
+captured, and once as a subprocess. Waits are bounded: the serve line is read with a
+select() deadline, a queued command's effect is awaited by re-asking ``status`` until a
+deadline, and the subprocess is waited for with a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runwire.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE = REPO / "examples" / "workflow" / "pipeline.yaml"
+CONFORMANCE = REPO / "examples" / "workflow" / "conformance.yaml"
+WAIT_S = 15.0
+LISTENING = re.compile(
+    r"^runwire workflow (?P<id>\S+) listening on (?P<host>\S+):(?P<port>\d+) "
+    r"\(publish (?P<publish>\d+), (?P<security>curve|none)\); contact file (?P<contact>\S+); "
+    r"run directory (?P<run_dir>\S+)$"
+)
+
+
+@dataclass
+class Outcome:
+    status: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Served:
+    """``runwire serve workflow`` running in a subprocess."""
+
+    process: subprocess.Popen[str]
+    match: re.Match[str]
+    run_root: Path
+
+    @property
+    def contact_file(self) -> Path:
+        return Path(self.match["contact"])
+
+    def wait(self) -> tuple[int, str]:
+        """Exit status and the rest of stdout, once the process ends (bounded)."""
+        out, _ = self.process.communicate(timeout=WAIT_S)
+        return self.process.returncode, out
+
+
+def read_line(process: subprocess.Popen[str], timeout_s: float = WAIT_S) -> str:
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    assert ready, "no line from the server in time"
+    return process.stdout.readline()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """``serve(definition, *options)``: start ``runwire serve workflow`` in a subprocess
+    (run root ``tmp_path`` through $RUNWIRE_RUN_ROOT), wait for its line; killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(definition: Path = PIPELINE, *options: str) -> Served:
+        env = {**os.environ, "RUNWIRE_RUN_ROOT": str(tmp_path)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runwire", "serve", "workflow", str(definition), *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        started.append(process)
+        line = read_line(process).rstrip("\n")
+        match = LISTENING.match(line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        return Served(process, match, tmp_path)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate(timeout=WAIT_S)
+
+
+@pytest.fixture
+def workflow(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Outcome]:
+    """``workflow("status", "pipeline", "--json", stdin=None)``: ``runwire workflow ...``
+    in-process."""
+
+    def run(*argv: str, stdin: str | None = None) -> Outcome:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        status = main(["workflow", *argv])
+        captured = capsys.readouterr()
+        return Outcome(status, captured.out, captured.err)
+
+    return run
+
+
+def until_status(workflow: Callable[..., Outcome], root: Path, check: Callable[[Any], bool]) -> Any:
+    """Re-ask ``status --json`` until ``check`` passes (the command was actioned), bounded."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        outcome = workflow("status", "pipeline", "--json", "--run-root", str(root))
+        assert outcome.status == 0, outcome
+        if check(outcome.json):
+            return outcome.json
+        assert time.monotonic() < deadline, outcome.json
+
+
+def row(status: Any, task_id: str) -> dict[str, Any] | None:
+    return next((r for r in status["task_proxies"] if r["id"] == task_id), None)
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+
+def test_serve_status_hold_client_and_stop(
+    serve: Callable[..., Served], workflow: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    served = serve(PIPELINE, "--paused")
+    match = served.match
+    assert match["id"] == "pipeline" and match["security"] == "curve"
+    assert 43001 <= int(match["port"]) <= 43100 and 43001 <= int(match["publish"]) <= 43100
+    assert served.contact_file == tmp_path / "pipeline" / ".service" / "contact"
+    assert served.contact_file.stat().st_mode & 0o777 == 0o600
+    root = ("--run-root", str(tmp_path))
+
+    status = workflow("status", "pipeline", *root)
+    assert status.status == 0, status
+    lines = status.out.splitlines()
+    assert lines[0].startswith("workflow pipeline: paused")
+    assert lines[1].split() == ["ID", "STATE", "HELD", "SUBMIT", "JOB"]
+    assert lines[2].split() == ["1/generate", "waiting", "no", "-", "-"]
+
+    # hold a waiting task and a future one (4/summarise keeps the workflow from finishing)
+    held = workflow("hold", "pipeline", "1/generate", "4/summarise", *root)
+    assert held.status == 0, held
+    assert held.out.startswith("hold: Command queued (id ")
+    assert "matched 2: 1/generate, 4/summarise" in held.out
+    until_status(workflow, tmp_path, lambda s: (row(s, "1/generate") or {}).get("is_held"))
+
+    ping = workflow("client", "pipeline", "ping_workflow", "-n", *root)
+    assert (ping.status, ping.json) == (0, True)
+    doc = workflow("client", "pipeline", "api", *root, stdin='{"endpoint": "hold"}')
+    assert doc.status == 0 and doc.json.startswith("Hold task proxies")
+    elements = workflow(
+        "client", "pipeline", "data_elements", *root, stdin='{"element_type": "tasks"}'
+    )
+    assert elements.json["element_type"] == "tasks"
+    assert "summarise" in {e["name"] for e in elements.json["elements"]}
+
+    # released and resumed: every point runs but 4/summarise, held
+    assert workflow("release", "pipeline", "1/*", *root).status == 0
+    resumed = workflow("resume", "pipeline", "--json", *root)
+    assert resumed.status == 0 and resumed.json["accepted"] is True
+    until_status(
+        workflow, tmp_path, lambda s: (row(s, "4/publish") or {}).get("job_state") == "succeeded"
+    )
+
+    # the status table, as a subprocess too
+    env = {**os.environ, "RUNWIRE_RUN_ROOT": str(tmp_path)}
+    table = subprocess.run(
+        [sys.executable, "-m", "runwire", "workflow", "status", "pipeline"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^4/generate\s+succeeded\s+no\s+01\s+succeeded$", table.stdout, re.M)
+    assert re.search(r"^4/summarise\s+waiting\s+yes\s+-\s+-$", table.stdout, re.M)
+
+    stopped = workflow("stop", "pipeline", "--mode", "kill", *root)
+    assert stopped.status == 0 and stopped.out.startswith("stop: Command queued")
+    status_code, rest = served.wait()
+    assert status_code == 0
+    assert rest.strip() == "runwire workflow pipeline stopped: REQUEST(KILL)"
+    assert not served.contact_file.exists()
+    assert not (served.contact_file.parent / "server.key_secret").exists()
+
+    after = workflow("status", "pipeline", *root)
+    assert after.status == 1 and "pipeline is not running" in after.err
+
+
+def test_sigterm_stops_the_workflow_cleanly(serve: Callable[..., Served]) -> None:
+    served = serve(CONFORMANCE, "--workflow-id", "conf/run1")
+    assert served.match["id"] == "conf/run1"
+    assert served.contact_file.exists()
+    served.process.send_signal(signal.SIGTERM)
+    status_code, rest = served.wait()
+    assert status_code == 0
+    assert rest.strip() == "runwire workflow conf/run1 stopped: REQUEST(KILL)"
+    assert not served.contact_file.exists()
+
+
+def test_client_command_errors(
+    serve: Callable[..., Served], workflow: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    missing = workflow("status", "nosuch", "--run-root", str(tmp_path))
+    assert missing.status == 1 and "no such workflow: nosuch" in missing.err
+
+    serve(PIPELINE, "--paused")
+    root = ("--run-root", str(tmp_path))
+    not_object = workflow("client", "pipeline", "api", *root, stdin="[1]")
+    assert not_object.status == 2 and "JSON object" in not_object.err
+    not_json = workflow("client", "pipeline", "api", *root, stdin="{")
+    assert not_json.status == 2 and "not JSON" in not_json.err
+    unknown = workflow("client", "pipeline", "nosuch", "-n", *root)
+    assert unknown.status == 1 and "unknown_command" in unknown.err
+    refused = workflow("hold", "pipeline", "9/*", *root)
+    assert refused.status == 1 and "not accepted" in refused.err
+    refused_json = workflow("hold", "pipeline", "9/*", "--json", *root)
+    assert refused_json.status == 1 and refused_json.json["accepted"] is False
+    bad_glob = workflow("trigger", "pipeline", "1/a b", *root)
+    assert bad_glob.status == 1 and "invalid_args" in bad_glob.err
+    with pytest.raises(SystemExit) as usage:
+        workflow("stop", "pipeline", "--mode", "sideways", *root)
+    assert usage.value.code == 2
+
+
+def test_serve_refuses_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status = main(
+        [
+            "serve",
+            "workflow",
+            str(PIPELINE),
+            "--run-root",
+            str(tmp_path),
+            "--insecure-loopback",
+            "--host",
+            "0.0.0.0",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 1 and "loopback" in captured.err
+    assert not (tmp_path / "pipeline" / ".service" / "contact").exists()
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("scheduling: {}\nruntime: {}\n")
+    assert main(["serve", "workflow", str(broken), "--run-root", str(tmp_path)]) == 2
+    assert "invalid workflow definition" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "workflow", str(PIPELINE), "--port-range", "9-1"])
+    with pytest.raises(SystemExit):
+        main(["serve", "workflow", str(PIPELINE), "--workflow-id", "../x"])
