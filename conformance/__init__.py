@@ -17,7 +17,8 @@ Writing cases (one module per family, or several)::
         ctx.check("job_id" in reply, "the reply carries job_id")
 
 Modules: :mod:`.case` (cases, ids, verdicts), :mod:`.context` (what a case gets; frames),
-:mod:`.jsonlines` (recording JSON-lines connections), :mod:`.family` (family declarations,
+:mod:`.jsonlines` (recording JSON-lines connections), :mod:`.zmq` (recording ZeroMQ
+REQ and SUB connections), :mod:`.family` (family declarations,
 targets, options, loading), :mod:`.runner` (selection, isolation, judgement),
 :mod:`.baseline` (expected failures), :mod:`.report` (results.json, JUnit XML, console),
 :mod:`.coverage` (operations without a case), :mod:`.pytest_plugin`.
@@ -58,10 +59,12 @@ from .runner import (
     run_case,
     select_cases,
 )
+from .zmq import PLAIN, Published, ZmqProbe, ZmqSubscription
 
 __all__ = [
     "DEFAULT_STEP_TIMEOUT_S",
     "FAMILIES",
+    "PLAIN",
     "Baseline",
     "BaselineStatus",
     "Case",
@@ -83,11 +86,14 @@ __all__ = [
     "Manifest",
     "OperationInfo",
     "Option",
+    "Published",
     "RunConfig",
     "RunResult",
     "StreamReply",
     "Target",
     "Verdict",
+    "ZmqProbe",
+    "ZmqSubscription",
     "family_spec",
     "load_family",
     "parse_targets",

@@ -160,6 +160,10 @@ class Case:
         exercises: operations named explicitly by the case (``exercises=``).
         references: where the rule comes from (``reference/jobs.md §1.4``, a schema `$id`).
         timeout_steps: the case as a whole may take this many step timeouts.
+        ends_service: the case ends the service of the server under test (it stops a
+            workflow scheduler): it runs after every other selected case, and once one such
+            case has run, the cases after it are SKIPped (each needs a fresh server: run it
+            alone with ``--select``).
     """
 
     id: str
@@ -171,6 +175,7 @@ class Case:
     exercises: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     timeout_steps: float = DEFAULT_TIMEOUT_STEPS
+    ends_service: bool = False
 
     @property
     def family(self) -> str:
@@ -227,6 +232,7 @@ class CaseSet:
         exercises: Sequence[str] = (),
         references: Sequence[str] = (),
         timeout_steps: float = DEFAULT_TIMEOUT_STEPS,
+        ends_service: bool = False,
     ) -> Callable[[CaseFunction], CaseFunction]:
         """Register the decorated async function as case `case_id`.
 
@@ -238,6 +244,8 @@ class CaseSet:
             exercises: conformance ids of further operations it exercises (coverage).
             references: spec references (free text: a document and section, a schema URI).
             timeout_steps: bound on the whole case, in step timeouts (default 6).
+            ends_service: the case ends the server's service (see :class:`Case`): it runs
+                last, and at most one such case runs against one server.
 
         Returns:
             A decorator returning the function unchanged.
@@ -264,6 +272,7 @@ class CaseSet:
                 exercises=tuple(exercises),
                 references=tuple(references),
                 timeout_steps=timeout_steps,
+                ends_service=ends_service,
             )
             return func
 

@@ -30,6 +30,7 @@ from .manifest import InterfaceInfo, Manifest, OperationInfo
 
 if TYPE_CHECKING:
     from .jsonlines import JsonLinesProbe
+    from .zmq import ZmqProbe, ZmqSubscription
 
 __all__ = [
     "MAX_FRAMES_PER_CASE",
@@ -285,7 +286,8 @@ class CaseContext:
     # -- where and what ------------------------------------------------------------------
 
     def target(self, interface: str | None = None) -> Target:
-        """The target of `interface` (default: the case's own).
+        """The target of `interface` (default: the case's own), or of an interface's extra
+        socket by its name (``publish``).
 
         Raises:
             CaseSkip: no target was given for it.
@@ -293,7 +295,7 @@ class CaseContext:
         name = interface or self.case.interface
         target = self.targets.get(name)
         if target is None:
-            raise CaseSkip(missing_target_reason(self.manifest.interface(name)))
+            raise CaseSkip(missing_target_reason_for(self.manifest, name))
         return target
 
     def interface(self, name: str | None = None) -> InterfaceInfo:
@@ -609,6 +611,37 @@ class CaseContext:
 
         return await JsonLinesProbe.open(self, interface or self.case.interface, ssl=ssl)
 
+    async def open_zmq(self, target: str | None = None, *, security: Any = None) -> ZmqProbe:
+        """Open a recording ZeroMQ REQ connection to `target` (default: the case's
+        interface): CurveZMQ with the family's keys (:attr:`FamilySpec.zmq_security`) unless
+        `security` gives other keys or :data:`runwire.conformance.zmq.PLAIN`. Closed when
+        the case ends, if the case does not close it first; usable as ``async with``.
+
+        Raises:
+            CaseSkip: no target, or the family's options give no keys (nor plain TCP).
+        """
+        from .zmq import ZmqProbe
+
+        if security is None:
+            return await ZmqProbe.open(self, target)
+        return await ZmqProbe.open(self, target, security=security)
+
+    async def subscribe_zmq(
+        self, target: str | None = None, *, security: Any = None
+    ) -> ZmqSubscription:
+        """Open a recording ZeroMQ SUB connection to `target` (default ``publish`` when the
+        family has such a target), subscribed to every topic; security as for
+        :meth:`open_zmq`. Closed when the case ends; usable as ``async with``.
+
+        Raises:
+            CaseSkip: no target, or the family's options give no keys (nor plain TCP).
+        """
+        from .zmq import ZmqSubscription
+
+        if security is None:
+            return await ZmqSubscription.open(self, target)
+        return await ZmqSubscription.open(self, target, security=security)
+
     async def aclose(self) -> None:
         """Close every connection still open (each bounded by the step limit)."""
         with self._lock:
@@ -659,12 +692,26 @@ def schema_failure(frame: Frame) -> CaseFailure:
     )
 
 
-def missing_target_reason(interface: InterfaceInfo) -> str:
-    """The SKIP reason for a case whose interface has no target."""
+def missing_target_reason(interface: InterfaceInfo, socket: str | None = None) -> str:
+    """The SKIP reason for a case whose interface (or an interface's extra `socket`, such
+    as ``publish``) has no target."""
     scheme = "tls" if interface.transport.get("security") == "tls" else "tcp"
     if interface.transport_kind == "websocket":
         scheme = "ws"
+    if socket is not None:
+        return (
+            f"no target for {socket!r}, the {socket} socket of interface {interface.name!r} "
+            f"(give one as {socket}={scheme}://HOST:PORT)"
+        )
     return (
         f"no target for interface {interface.name!r} "
         f"(give one as {interface.name}={scheme}://HOST:PORT)"
     )
+
+
+def missing_target_reason_for(manifest: Manifest, name: str) -> str:
+    """The SKIP reason for target `name` (an interface, or an extra socket's name)."""
+    found = manifest.target_names().get(name)
+    if found is None:
+        return f"no target {name!r}"
+    return missing_target_reason(*found)

@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from runwire.runtime.errors import RunwireError, SchemaError
@@ -26,6 +26,9 @@ from runwire.runtime.validation import SchemaRegistry
 
 from .case import Case, CaseSet
 from .manifest import Manifest, load_packaged_manifest
+
+if TYPE_CHECKING:
+    from runwire.runtime.transport.zmq_security import CurveClientSecurity
 
 __all__ = [
     "FAMILIES",
@@ -44,6 +47,7 @@ __all__ = [
 #: Family name -> the package whose ``FAMILY`` attribute is its :class:`FamilySpec`.
 FAMILIES: dict[str, str] = {
     "jobs": "runwire.conformance.jobs",
+    "workflow": "runwire.conformance.workflow",
 }
 
 #: URL schemes a target may use, by the manifest's transport kind.
@@ -97,6 +101,11 @@ class Option:
 TlsContextFactory = Callable[[str, Mapping[str, OptionValue]], ssl.SSLContext]
 """(interface name, family options) -> client TLS context for a ``tls://`` target."""
 
+ZmqSecurityFactory = Callable[[str, Mapping[str, OptionValue]], "CurveClientSecurity | None"]
+"""(target name, family options) -> the CurveZMQ client keys for a ZeroMQ target, or None
+for plain TCP. May raise :class:`~runwire.conformance.case.CaseSkip` when the options give
+neither keys nor an explicit choice of plain TCP."""
+
 
 @dataclass(frozen=True)
 class FamilySpec:
@@ -109,6 +118,8 @@ class FamilySpec:
         options: the family's extra options.
         tls_context: builds the client TLS context for ``tls://`` targets from the options;
             default: the system's trust store with hostname checking.
+        zmq_security: the CurveZMQ client keys for ZeroMQ targets, from the options; default:
+            plain TCP.
         manifest: the manifest document; default: the packaged
             ``schemas/<name>/protocol.json`` (override for families outside runwire, tests).
         schema_documents: extra schema documents ({`$id`: document}) added to the packaged
@@ -121,6 +132,7 @@ class FamilySpec:
     case_modules: tuple[str, ...]
     options: tuple[Option, ...] = ()
     tls_context: TlsContextFactory | None = None
+    zmq_security: ZmqSecurityFactory | None = None
     manifest: Mapping[str, Any] | None = None
     schema_documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     target_help: str = ""
@@ -143,6 +155,9 @@ class Target:
         host: host name or address (IPv6 without brackets).
         port: TCP port.
         path: the resource path (websocket), else "".
+        socket: for a target naming one of an interface's extra sockets (``publish`` of a
+            ZeroMQ interface), that socket's name; `interface` is then the interface it
+            belongs to. None for an interface's own target.
     """
 
     interface: str
@@ -150,6 +165,13 @@ class Target:
     host: str
     port: int
     path: str = ""
+    socket: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's name as given: the socket's for an extra socket, else the
+        interface's."""
+        return self.socket or self.interface
 
     @property
     def address(self) -> str:
@@ -163,7 +185,7 @@ class Target:
         return self.scheme in ("tls", "wss")
 
     def __str__(self) -> str:
-        return f"{self.interface}={self.address}"
+        return f"{self.name}={self.address}"
 
 
 @dataclass(frozen=True)
@@ -271,11 +293,14 @@ def load_family(spec: FamilySpec | str) -> Family:
 def _resolve(case: Case, manifest: Manifest) -> Case:
     """`case` with its operations filled in; raises ConformanceConfigError if it does not
     fit `manifest`."""
-    for interface in (case.interface, *case.interfaces):
-        try:
-            manifest.interface(interface)
-        except KeyError as exc:
-            raise ConformanceConfigError(f"case {case.id}: {exc.args[0]}") from None
+    try:
+        manifest.interface(case.interface)
+    except KeyError as exc:
+        raise ConformanceConfigError(f"case {case.id}: {exc.args[0]}") from None
+    names = manifest.target_names()
+    for name in case.interfaces:
+        if name not in names:
+            raise ConformanceConfigError(f"case {case.id}: {_unknown_target(manifest, name)}")
     operations = []
     primary = manifest.operation_of(case.id)
     if primary is not None:
@@ -290,12 +315,25 @@ def _resolve(case: Case, manifest: Manifest) -> Case:
     return replace(case, operations=tuple(operations))
 
 
+def _unknown_target(manifest: Manifest, name: str) -> str:
+    """Why `name` is not a target name of `manifest`."""
+    names = manifest.target_names()
+    if len(names) == len(manifest.interfaces):  # no extra sockets: name the interfaces
+        known = ", ".join(i.name for i in manifest.interfaces)
+        return f"family {manifest.family!r} has no interface {name!r} (it has: {known})"
+    return (
+        f"family {manifest.family!r} has no interface or socket {name!r} "
+        f"(targets: {', '.join(names)})"
+    )
+
+
 def parse_targets(values: Iterable[str], manifest: Manifest) -> dict[str, Target]:
     """Parse ``--target`` values into {interface: Target}.
 
     Each value is ``INTERFACE=SCHEME://HOST[:PORT][PATH]``; the ``INTERFACE=`` part may be
-    left out when the family has one interface. A missing port is the interface's default
-    port from the manifest.
+    left out when the family has one interface (and no extra socket). A missing port is the
+    interface's default port from the manifest. A ZeroMQ interface's extra sockets are
+    targets of their own, by socket name (``publish=tcp://HOST:PORT``), keyed by that name.
 
     Raises:
         ConformanceConfigError: unknown interface, an interface given twice, a scheme the
@@ -303,19 +341,19 @@ def parse_targets(values: Iterable[str], manifest: Manifest) -> dict[str, Target
     """
     targets: dict[str, Target] = {}
     names = [i.name for i in manifest.interfaces]
+    known = manifest.target_names()
     for value in values:
         name, sep, url = value.partition("=")
         if not sep or "://" in name:
-            if len(names) != 1:
+            if len(known) != 1:
                 raise ConformanceConfigError(
                     f"target {value!r}: name the interface, e.g. {names[0]}={value} "
-                    f"(interfaces: {', '.join(names)})"
+                    f"(targets: {', '.join(known)})"
                 )
             name, url = names[0], value
-        try:
-            interface = manifest.interface(name)
-        except KeyError as exc:
-            raise ConformanceConfigError(f"target {value!r}: {exc.args[0]}") from None
+        if name not in known:
+            raise ConformanceConfigError(f"target {value!r}: {_unknown_target(manifest, name)}")
+        interface, socket = known[name]
         if name in targets:
             raise ConformanceConfigError(f"target for interface {name!r} given twice")
         try:
@@ -332,10 +370,12 @@ def parse_targets(values: Iterable[str], manifest: Manifest) -> dict[str, Target
             )
         if not parts.hostname:
             raise ConformanceConfigError(f"target {value!r}: no host")
-        port = port if port is not None else interface.default_port
+        port = port if port is not None else (None if socket else interface.default_port)
         if port is None:
             raise ConformanceConfigError(f"target {value!r}: give a port")
-        targets[name] = Target(name, parts.scheme, parts.hostname, port, parts.path)
+        targets[name] = Target(
+            interface.name, parts.scheme, parts.hostname, port, parts.path, socket=socket
+        )
     return targets
 
 

@@ -40,6 +40,7 @@ class OperationInfo:
         request, reply, ack, item, terminator, message: absolute schema URIs of the
             operation's messages; None where its pattern has no such message.
         extension: True for an operation the original system lacks.
+        topic: the topic of a ``publish`` operation (``workflow``), else None.
     """
 
     conformance_id: str
@@ -55,6 +56,7 @@ class OperationInfo:
     terminator: str | None = None
     message: str | None = None
     extension: bool = False
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,20 @@ class InterfaceInfo:
         """The transport's default port, if the manifest gives one."""
         port = self.transport.get("default_port")
         return port if isinstance(port, int) else None
+
+    @property
+    def extra_sockets(self) -> tuple[str, ...]:
+        """Names of the transport's sockets after the first (``publish`` of a ZeroMQ
+        interface whose ``sockets`` are ``requests`` then ``publish``). The first socket is
+        the interface's own target; each further one is a target of its own, by name."""
+        sockets = self.transport.get("sockets")
+        if not isinstance(sockets, list):
+            return ()
+        return tuple(str(s["name"]) for s in sockets[1:] if isinstance(s, Mapping) and "name" in s)
+
+    def topics(self) -> dict[str, OperationInfo]:
+        """{topic: operation} of the interface's ``publish`` operations."""
+        return {op.topic: op for op in self.operations if op.topic is not None}
 
     @property
     def max_message_bytes(self) -> int:
@@ -132,6 +148,7 @@ class Manifest:
                     summary=op["summary"],
                     errors=tuple(op.get("errors", ())),
                     extension=bool(op.get("extension", False)),
+                    topic=op.get("topic") if isinstance(op.get("topic"), str) else None,
                     **{role: uri(op.get(role)) for role in MESSAGE_ROLES},
                 )
                 for op in entry["operations"]
@@ -155,6 +172,18 @@ class Manifest:
                 return interface
         known = ", ".join(i.name for i in self.interfaces)
         raise KeyError(f"family {self.family!r} has no interface {name!r} (it has: {known})")
+
+    def target_names(self) -> dict[str, tuple[InterfaceInfo, str | None]]:
+        """Every name a ``--target`` may use: {name: (interface, socket)}. An interface's
+        own name (socket None), and each of its extra sockets (see
+        :attr:`InterfaceInfo.extra_sockets`) unless an interface has that name."""
+        names: dict[str, tuple[InterfaceInfo, str | None]] = {
+            i.name: (i, None) for i in self.interfaces
+        }
+        for interface in self.interfaces:
+            for socket in interface.extra_sockets:
+                names.setdefault(socket, (interface, socket))
+        return names
 
     def operations(self) -> Iterator[OperationInfo]:
         """Every operation, in manifest order."""

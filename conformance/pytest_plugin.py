@@ -54,6 +54,7 @@ from .runner import (
     RunResult,
     run_case,
     select_cases,
+    skipped_after_service_end,
 )
 
 __all__ = ["ConformanceWarning", "RunwireCase", "test_conformance"]
@@ -90,6 +91,8 @@ class _Session:
     collected: int = 0
     report_paths: tuple[Path, ...] = ()
     report_error: str | None = None
+    ended_by: str | None = None
+    """The id of the case that ended the service of the server under test, once one ran."""
 
     def run_result(self) -> RunResult:
         config = self.config or RunConfig(
@@ -337,7 +340,12 @@ class RunwireCase:
         """Run the case and turn its verdict into the pytest outcome (see module doc)."""
         if self.case is None or self.session is None or self.config is None:
             pytest.fail(self.problem or "no conformance case", pytrace=False)
-        result = run_case(self.session.family, self.case, self.config)
+        if self.session.ended_by is not None:
+            result = skipped_after_service_end(self.case, self.session.ended_by)
+        else:
+            result = run_case(self.session.family, self.case, self.config)
+            if self.case.ends_service and result.verdict is not Verdict.SKIP:
+                self.session.ended_by = self.case.id
         self.session.results.append(result)
         self.node.user_properties.append(("case_id", self.case.id))
         self.node.user_properties.append(("verdict", result.verdict.value))

@@ -28,7 +28,7 @@ from runwire.runtime.validation import SchemaViolation
 
 from .baseline import Baseline, BaselineStatus
 from .case import Case, CaseFailure, CaseSkip, FailureKind, Verdict
-from .context import CaseContext, CaseWarning, Frame, LogEntry, missing_target_reason
+from .context import CaseContext, CaseWarning, Frame, LogEntry, missing_target_reason_for
 from .family import Family, OptionValue, Target
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "run",
     "run_case",
     "select_cases",
+    "skipped_after_service_end",
 ]
 
 DEFAULT_STEP_TIMEOUT_S: Final = 10.0
@@ -304,13 +305,29 @@ def matches(case_id: str, pattern: str) -> bool:
 def select_cases(
     cases: Iterable[Case], select: Sequence[str], exclude: Sequence[str]
 ) -> list[Case]:
-    """The cases matching any `select` pattern (all when empty) and no `exclude` pattern."""
-    return [
+    """The cases matching any `select` pattern (all when empty) and no `exclude` pattern, in
+    run order: as given, except that cases ending the service (``ends_service``) come last."""
+    selected = [
         case
         for case in cases
         if (not select or any(matches(case.id, p) for p in select))
         and not any(matches(case.id, p) for p in exclude)
     ]
+    return [c for c in selected if not c.ends_service] + [c for c in selected if c.ends_service]
+
+
+def skipped_after_service_end(case: Case, ended_by: str) -> CaseResult:
+    """The SKIP of a case selected after `ended_by`, a case that ended the service of the
+    server under test."""
+    return CaseResult(
+        case,
+        Verdict.SKIP,
+        0.0,
+        skip_reason=(
+            f"not run: case {ended_by} ended the service of the server under test; run this "
+            f"case against a fresh server (--select {case.id})"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -389,7 +406,7 @@ def run_case(family: Family, case: Case, config: RunConfig) -> CaseResult:
     """
     for interface in case.interfaces:
         if interface not in config.targets:
-            reason = missing_target_reason(family.manifest.interface(interface))
+            reason = missing_target_reason_for(family.manifest, interface)
             return CaseResult(case, Verdict.SKIP, 0.0, skip_reason=reason)
     ctx = CaseContext(case, family, config.targets, config.options, config.step_timeout_s)
     limit = config.case_timeout(case)
@@ -457,6 +474,9 @@ def run_case(family: Family, case: Case, config: RunConfig) -> CaseResult:
 def run(family: Family, config: RunConfig, reporter: Reporter | None = None) -> RunResult:
     """Run the selected cases of `family` one after another and judge the run.
 
+    Cases that end the service of the server under test run last (see
+    :func:`select_cases`); once one of them has run, the rest are SKIPped.
+
     A KeyboardInterrupt (Ctrl-C) stops the run: the result holds the cases that finished,
     and the run fails (``interrupted_after``).
     """
@@ -467,11 +487,17 @@ def run(family: Family, config: RunConfig, reporter: Reporter | None = None) -> 
         reporter.run_started(family, cases)
     results = []
     interrupted: int | None = None
+    ended_by: str | None = None
     try:
         for index, case in enumerate(cases, 1):
             if reporter is not None:
                 reporter.case_started(index, len(cases), case)
-            result = run_case(family, case, config)
+            if ended_by is not None:
+                result = skipped_after_service_end(case, ended_by)
+            else:
+                result = run_case(family, case, config)
+                if case.ends_service and result.verdict is not Verdict.SKIP:
+                    ended_by = case.id
             results.append(result)
             if reporter is not None:
                 reporter.case_finished(index, len(cases), result)
