@@ -161,6 +161,7 @@ class WorkflowService:
         self.stop_reason: str | None = None
         self._run_task: asyncio.Task[str] | None = None
         self._stop_requests = 0
+        self._pending_stop: str | None = None
         self._closed = False
 
     @property
@@ -265,6 +266,8 @@ class WorkflowService:
             raise InvalidState("start() the workflow service first")
         if self._run_task is not None:
             raise InvalidState("the workflow service is already running")
+        if self._pending_stop is not None:
+            self.scheduler.stop(self._pending_stop)
         task = self._run_task = asyncio.create_task(self.scheduler.run(), name="runwire-workflow")
         reason = "ERROR(unknown)"
         try:
@@ -306,12 +309,17 @@ class WorkflowService:
         """
         self._stop_requests += 1
         task = self._run_task
-        if self.scheduler is None or task is None or task.done():
+        if self._closed or (task is not None and task.done()):
             return
-        if self._stop_requests == 1:
+        if self.scheduler is None:  # not started: stop as soon as run() begins
+            self._pending_stop = mode
+            return
+        if self._stop_requests == 1 or task is None:
+            # before run() the command waits in the scheduler's queue for its first pass
             reply = self.scheduler.stop(mode)
-            if reply["accepted"]:
+            if self._stop_requests == 1:
                 asyncio.get_running_loop().call_later(STOP_GRACE_S, self._force_stop)
+            if reply["accepted"] or task is None:
                 return
             LOG.warning("stop not queued (%s); stopping now", reply["message"])
         self._force_stop()

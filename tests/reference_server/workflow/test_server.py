@@ -664,3 +664,18 @@ def test_every_bad_request_kind_gets_an_error_envelope_and_the_server_serves_on(
             assert not s.task.done()
 
     run_bounded(scenario())
+
+
+def test_a_stop_requested_before_run_is_not_lost(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        early = make_service(tmp_path / "early", paused=True)
+        early.request_stop()  # before start: applied when run() begins
+        await early.start()
+        assert await early.run() == "REQUEST(KILL)"
+        service = make_service(tmp_path / "late", paused=True)
+        await service.start()
+        service.request_stop("now")  # after start, before run: queued for the first pass
+        assert await service.run() == "REQUEST(NOW)"
+        assert not contact_path(service.run_dir).exists()
+
+    run_bounded(scenario())
