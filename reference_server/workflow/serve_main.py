@@ -40,15 +40,17 @@ PROG = "runwire serve workflow"
 
 
 def port_range(text: str) -> tuple[int, int]:
-    """``MIN-MAX`` (inclusive) or a single ``PORT`` (argparse type)."""
-    first_text, sep, last_text = text.partition("-")
+    """``MIN-MAX``, inclusive, at least two ports (one for requests, one for publishing;
+    argparse type)."""
+    first_text, _, last_text = text.partition("-")
     try:
-        first = int(first_text)
-        last = int(last_text) if sep else first
+        first, last = int(first_text), int(last_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN-MAX, not {text!r}") from None
-    if not 0 < first <= last <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX <= 65535")
+    if not 0 < first < last <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: need 1 <= MIN < MAX <= 65535 (two ports: requests and publishing)"
+        )
     return first, last
 
 
@@ -173,7 +175,11 @@ def run(args: argparse.Namespace) -> int:
     except (WorkflowAlreadyRunning, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
-    except (OSError, zmq.ZMQError, RunwireError) as exc:  # files, binds, keys
+    except zmq.ZMQBaseError as exc:
+        first, last = args.port_range
+        print(f"{PROG}: cannot bind on {args.host}, ports {first}-{last}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, RunwireError) as exc:  # files, keys
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     print(f"runwire workflow {service.workflow_id} stopped: {reason}", flush=True)

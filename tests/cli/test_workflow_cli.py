@@ -16,6 +16,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,6 +249,45 @@ def test_client_command_errors(
     assert usage.value.code == 2
 
 
+def occupied_port_pair() -> tuple[list[socket.socket], int]:
+    """Two consecutive loopback ports, both listened on (the sockets to close, the first)."""
+    for _ in range(50):
+        first = socket.create_server(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        try:
+            second = socket.create_server(("127.0.0.1", port + 1))
+        except OSError:
+            first.close()
+            continue
+        return [first, second], port
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_serve_reports_a_port_range_in_use(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    sockets, port = occupied_port_pair()
+    try:
+        status = main(
+            [
+                "serve",
+                "workflow",
+                str(PIPELINE),
+                "--run-root",
+                str(tmp_path),
+                "--port-range",
+                f"{port}-{port + 1}",
+            ]
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert status == 1
+    assert f"cannot bind on 127.0.0.1, ports {port}-{port + 1}" in capsys.readouterr().err
+    service = tmp_path / "pipeline" / ".service"
+    assert list(service.iterdir()) == []  # keys made for the failed start are removed
+
+
 def test_serve_refuses_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     status = main(
         [
@@ -269,7 +309,8 @@ def test_serve_refuses_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: P
     broken.write_text("scheduling: {}\nruntime: {}\n")
     assert main(["serve", "workflow", str(broken), "--run-root", str(tmp_path)]) == 2
     assert "invalid workflow definition" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["serve", "workflow", str(PIPELINE), "--port-range", "9-1"])
+    for bad_range in ("9-1", "5000-5000", "x-y", "0-10"):
+        with pytest.raises(SystemExit):
+            main(["serve", "workflow", str(PIPELINE), "--port-range", bad_range])
     with pytest.raises(SystemExit):
         main(["serve", "workflow", str(PIPELINE), "--workflow-id", "../x"])
