@@ -122,6 +122,8 @@ class WorkflowService:
             :func:`advertised_host`).
         scheduler_options: extra keyword arguments of :class:`.Scheduler`.
         server_options: extra keyword arguments of :class:`.WorkflowRuntimeServer`.
+        server_class: the server class (a subclass of :class:`.WorkflowRuntimeServer`, e.g.
+            a deliberately broken variant for conformance tests).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class WorkflowService:
         contact_host: str | None = None,
         scheduler_options: Mapping[str, Any] | None = None,
         server_options: Mapping[str, Any] | None = None,
+        server_class: type[WorkflowRuntimeServer] = WorkflowRuntimeServer,
     ) -> None:
         self.definition = definition
         self.workflow_id = check_workflow_id(workflow_id or definition.name)
@@ -155,6 +158,7 @@ class WorkflowService:
         self.contact_host = contact_host
         self.scheduler_options = dict(scheduler_options or {})
         self.server_options = dict(server_options or {})
+        self.server_class = server_class
         self.scheduler: Scheduler | None = None
         self.server: WorkflowRuntimeServer | None = None
         self.contact: Contact | None = None
@@ -217,7 +221,7 @@ class WorkflowService:
             options.update(self.scheduler_options)
             options["start_paused"] = self.paused or bool(options.get("start_paused"))
             self.scheduler = Scheduler(self.definition, self.run_dir, **options)
-            self.server = WorkflowRuntimeServer(
+            self.server = self.server_class(
                 self.scheduler,
                 heartbeat_interval_s=self.heartbeat_interval_s,
                 **self.server_options,

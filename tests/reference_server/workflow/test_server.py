@@ -43,6 +43,7 @@ from runwire.reference_server.workflow.contact import (
     subscribe,
     write_contact_file,
 )
+from runwire.reference_server.workflow.server import WorkflowRuntimeServer
 from runwire.reference_server.workflow.service import (
     DEFAULT_PORT_RANGE,
     WorkflowAlreadyRunning,
@@ -677,5 +678,25 @@ def test_a_stop_requested_before_run_is_not_lost(tmp_path: Path) -> None:
         service.request_stop("now")  # after start, before run: queued for the first pass
         assert await service.run() == "REQUEST(NOW)"
         assert not contact_path(service.run_dir).exists()
+
+    run_bounded(scenario())
+
+
+class BrokenPing(WorkflowRuntimeServer):
+    """A variant whose ping handler fails: the base class answers internal_error."""
+
+    async def handle_ping_workflow(self, args: Any, context: Any) -> Any:
+        raise RuntimeError("broken on purpose")
+
+
+def test_a_server_class_variant_and_handler_failures(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with serving(tmp_path, paused=True, server_class=BrokenPing) as s:
+            assert isinstance(s.service.server, BrokenPing)
+            with pytest.raises(RequestError) as failed:
+                await s.client.request("ping_workflow")
+            assert failed.value.code == "internal_error"
+            assert "broken on purpose" in failed.value.message
+            assert await s.client.request("api") == list(WorkflowServerBase.COMMANDS)
 
     run_bounded(scenario())
