@@ -125,6 +125,12 @@ def decode_request(frame: bytes, *, max_message_bytes: int) -> CommandRequest:
         )
     if "args" not in message:
         raise EnvelopeError("Request missing field 'args'", "invalid_request", request_id)
+    if not isinstance(message["args"], dict):
+        raise EnvelopeError(
+            f"Request field 'args' must be an object, not {json_type_name(message['args'])}",
+            "invalid_request",
+            request_id,
+        )
     return CommandRequest(command=command, message=message, request_id=request_id)
 
 

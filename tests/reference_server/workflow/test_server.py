@@ -582,9 +582,8 @@ def test_insecure_loopback_refuses_other_addresses(tmp_path: Path) -> None:
 # --- bad requests ----------------------------------------------------------------------------------
 
 
-# args of the wrong type: the ErrorCode description says invalid_request, the server base
-# answers invalid_args (the args schema judged it); either is an error envelope.
-ARGS_NOT_OBJECT = "invalid_request|invalid_args"
+# args that are not an object break the envelope (ErrorCode: invalid_request).
+ARGS_NOT_OBJECT = "invalid_request"
 
 BAD_FRAMES: list[tuple[bytes, str]] = [
     (b"not json", "parse_error"),

@@ -420,7 +420,7 @@ BAD_REQUESTS = [
     (b'{"command": "ping_workflow"}', "invalid_request", "missing field 'args'"),
     (b'{"command": ["api"], "args": {}}', "invalid_request", "must be a string"),
     (b'{"command": "ping_workflow", "args": {}, "extra": 1}', "invalid_request", "extra"),
-    (b'{"command": "ping_workflow", "args": []}', "invalid_args", "object"),
+    (b'{"command": "ping_workflow", "args": []}', "invalid_request", "object"),
     (b'{"command": "hold", "args": {}}', "invalid_args", "tasks"),
     (b'{"command": "hold", "args": {"tasks": ["1/foo"], "x": 1}}', "invalid_args", "x"),
     (b'{"command": "data_elements", "args": {"element_type": "all"}}', "invalid_args", "all"),
