@@ -637,8 +637,8 @@ class ZmqSubscription:
                 if message is None:
                     shown = ", ".join(seen[-10:]) or "none"
                     raise CaseFailure(
-                        f"no {what} from {self.name} within {limit:g} s (topics received "
-                        f"meanwhile: {shown})",
+                        f"{self.name}: waited {limit:g} s for {what}, in vain (topics "
+                        f"received meanwhile: {shown})",
                         kind=FailureKind.TIMEOUT,
                     )
                 seen.append(message.topic)

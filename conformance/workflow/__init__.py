@@ -35,6 +35,7 @@ __all__ = [
     "CLIENT_SECRET_FILE",
     "DEFINITION_RESOURCE",
     "FAMILY",
+    "KEYS_NEEDED",
     "SERVER_PUBLIC_FILE",
     "definition_path",
     "workflow_security",
@@ -50,6 +51,7 @@ SERVER_PUBLIC_FILE: Final = "server.key"
 """The server's public key in a service directory."""
 
 KEYS_NEEDED: Final = (
+    # the SKIP reason of every case when the options give no keys
     "needs CurveZMQ keys: --workflow-keys DIR (the server's .service directory), or "
     "--client-key FILE and --server-key FILE; or --insecure for a server on plain TCP"
 )
