@@ -645,6 +645,21 @@ class ZmqSubscription:
                 if predicate(message):
                     return message
 
+    async def first(
+        self,
+        predicate: Callable[[Published], object],
+        *,
+        what: str,
+        timeout_s: float | None = None,
+    ) -> Published:
+        """The first message received so far that satisfies `predicate`, else the next one
+        to arrive (:meth:`wait_for`). For messages whose order within a batch the protocol
+        leaves open."""
+        for message in self.messages:
+            if predicate(message):
+                return message
+        return await self.wait_for(predicate, what=what, timeout_s=timeout_s)
+
     async def collect(self, duration_s: float) -> list[Published]:
         """Every message arriving in the next `duration_s` seconds (also kept in
         :attr:`messages`)."""

@@ -1764,6 +1764,16 @@ async def publish_trigger(ctx: CaseContext) -> None:
         if m.topic == "jobs" and any(e.get("id") == job_id for e in m.payload.get("added", []))
     ]
     ctx.check(added, f"the new job {job_id} is first published under added")
+    await sub.first(
+        lambda m: (
+            m.topic == "task_proxies"
+            and any(
+                e.get("id") == "1/hello" and e.get("state") == "succeeded"
+                for e in elements_in(m, "task_proxies")
+            )
+        ),
+        what="a task_proxies message with 1/hello succeeded",
+    )
     states = [
         e.get("state")
         for m in sub.messages
@@ -1835,12 +1845,9 @@ async def publish_edges(ctx: CaseContext) -> None:
         lambda m: m.topic == "edges" and edge in m.payload.get("pruned", []),
         what=f"an edges message pruning {edge}",
     )
-    ctx.check(
-        any(
-            m.topic == "task_proxies" and "1/recover" in m.payload.get("pruned", [])
-            for m in sub.messages
-        ),
-        "the removed task proxy 1/recover is published under pruned",
+    await sub.first(
+        lambda m: m.topic == "task_proxies" and "1/recover" in m.payload.get("pruned", []),
+        what="a task_proxies message pruning the removed 1/recover",
     )
     await rt.control("trigger", {"tasks": ["1/recover"]}, matched=["1/recover"])
     await sub.wait_for(
