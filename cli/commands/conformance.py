@@ -178,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
         width = max((len(c.id) for c in cases), default=0)
         for case in cases:
             level = " [SHOULD]" if case.level == "SHOULD" else ""
-            print(f"{case.id:<{width}}  {case.summary}{level}")
+            ends = " [ends the service: runs last, one per server]" if case.ends_service else ""
+            print(f"{case.id:<{width}}  {case.summary}{level}{ends}")
         if not cases:
             print(
                 f"no case selected ({len(family.cases)} available; check --select and --exclude)",
