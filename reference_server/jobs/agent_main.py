@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runwire.runtime.files import write_atomically
 
 from .agent import (
     AGENT_DIR_NAME,
@@ -215,17 +215,7 @@ def write_dev_agent(
     if credentials is not None:
         record["user"], record["password"] = credentials
     agent_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=agent_dir, prefix=f".{DEV_AGENT_FILE}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            json.dump(record, handle, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_atomically(path, json.dumps(record, indent=2), 0o600)
 
 
 def _load_json(path: Path) -> dict[str, Any]:

@@ -19,7 +19,6 @@ running agent picks up ``agent-passwd`` changes at its next call.
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -27,7 +26,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +34,8 @@ from typing import Final
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from runwire.runtime.files import write_atomically
 
 __all__ = ["PasswordFile", "PasswordFileError", "check_user_name"]
 
@@ -300,21 +300,4 @@ class PasswordFile:
     def _write(self, text: str) -> None:
         folder = self.path.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        with contextlib.suppress(OSError):  # make the rename durable
-            directory = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+        write_atomically(self.path, text, 0o600)

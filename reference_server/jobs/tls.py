@@ -11,12 +11,10 @@ trust it by giving the certificate file itself as their CA file.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import os
 import ssl
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from runwire.runtime.files import write_atomically
 
 __all__ = [
     "DEV_CERT_NAME",
@@ -114,21 +114,6 @@ def _usable(certfile: Path, keyfile: Path) -> bool:
     )
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def ensure_dev_certificate(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
     """The development certificate and key in ``directory``, made on first use.
 
@@ -192,7 +177,7 @@ def ensure_dev_certificate(directory: str | os.PathLike[str]) -> tuple[Path, Pat
         )
         .sign(key, hashes.SHA256())
     )
-    _write_atomically(
+    write_atomically(
         keyfile,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -201,5 +186,5 @@ def ensure_dev_certificate(directory: str | os.PathLike[str]) -> tuple[Path, Pat
         ),
         0o600,
     )
-    _write_atomically(certfile, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomically(certfile, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
     return certfile, keyfile

@@ -35,7 +35,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any, Final
 from runwire import __version__
 from runwire.generated.workflow import WorkflowClient, WorkflowSubscriber
 from runwire.runtime.errors import RunwireError
+from runwire.runtime.files import fsync_directory, write_atomically
 from runwire.runtime.transport.zmq_security import (
     CurveClientSecurity,
     CurveKeyError,
@@ -341,15 +341,6 @@ class Contact:
         )
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_contact_file(
     run_dir: str | os.PathLike[str], contact: Contact, *, registry: SchemaRegistry | None = None
 ) -> Path:
@@ -367,21 +358,7 @@ def write_contact_file(
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     text = "".join(f"{key}={fields[key]}\n" for key in sorted(fields))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".contact.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        target = folder / CONTACT_FILE
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_dir(folder)
-    return target
+    return write_atomically(folder / CONTACT_FILE, text, 0o600)
 
 
 def read_contact_file(
@@ -442,7 +419,7 @@ def remove_service_files(run_dir: str | os.PathLike[str]) -> None:
     for leftover in folder.glob(".contact.*.tmp"):
         with contextlib.suppress(OSError):
             leftover.unlink()
-    _fsync_dir(folder)
+    fsync_directory(folder)
 
 
 # --- discovery ----------------------------------------------------------------------------
