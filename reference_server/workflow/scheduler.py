@@ -22,8 +22,14 @@ follows Cylc 8's scheduler (reference/workflow.md), reduced to integer cycling:
   task is incomplete or waiting is **stalled**; after ``stall_timeout_s`` it shuts down.
 - **Stop**: the workflow stops by itself (reason ``AUTOMATIC``) when every cycle point up to
   the final one (or the stop point) is done; ``stop`` requests give ``REQUEST(CLEAN)``
-  (wait for active jobs), ``REQUEST(NOW)`` (leave active jobs running) and
-  ``REQUEST(KILL)`` (kill them, then stop), as in Cylc's shutdown reasons.
+  (wait for active tasks), ``REQUEST(NOW)`` (leave active jobs running) and
+  ``REQUEST(KILL)`` (kill them, then stop), as in Cylc's shutdown reasons. Like Cylc, a
+  clean (or automatic) stop waits for active *tasks* (preparing, submitted, running), not
+  for job *processes*: a job that reported its outcome by message while its process goes on
+  does not delay the stop, and such stray processes are left running at shutdown (logged
+  with their pid), as ``REQUEST(NOW)`` leaves active jobs. Only processes being killed
+  (``kill``, ``remove``, ``set``, stop ``kill``) are waited for; SIGKILL follows SIGTERM
+  after ``kill_grace_s``, so that wait is bounded.
 
 Commands are validated by :meth:`Scheduler.queue_command`, which replies at once with
 ``{"accepted", "command_id", "matched", "message"}``; the loop actions them on its next pass,
@@ -467,8 +473,9 @@ class Scheduler:
         """Ask the scheduler to stop (the ``stop`` command without point or task).
 
         Args:
-            mode: ``clean`` (after active jobs finish), ``now`` (leave them running) or
-                ``kill`` (kill them first).
+            mode: ``clean`` (after active tasks finish; processes of finished tasks' jobs
+                are left running), ``now`` (leave active jobs running) or ``kill`` (kill
+                them first).
 
         Returns:
             the control reply, as :meth:`queue_command`.
@@ -556,7 +563,11 @@ class Scheduler:
         self._stop_reason = reason
         self._status = WorkflowStatus.STOPPED
         for job in self._running.values():
-            self._orphans.append(job)  # left running (stop now); keep the Popen referenced
+            # left running (stop now, or a finished task's process that goes on); keep the
+            # Popen referenced
+            if job.process is not None:
+                LOG.warning("[%s] job process %d left running at shutdown", job.id, job.process.pid)
+            self._orphans.append(job)
         self._running.clear()
         self._commands.clear()
         LOG.info("Workflow %s stopped: %s", self.workflow_id, reason)
@@ -1040,9 +1051,9 @@ class Scheduler:
         if self._stop_mode == "now":
             return self._stop_reason
         if self._stop_mode is not None:
-            return self._stop_reason if not self._running else None
+            return None if self._must_wait() else self._stop_reason
         if self._complete():
-            if self._running:
+            if self._must_wait():
                 return None  # removed or set jobs still being killed
             reason = "AUTOMATIC"
             self._begin_stop("auto", reason)
@@ -1059,6 +1070,17 @@ class Scheduler:
         else:
             self._stalled_since = None
         return None
+
+    def _must_wait(self) -> bool:
+        """Whether a clean, kill or automatic stop must wait: while a task is active
+        (preparing, submitted, running: Cylc's "stop after active tasks finish"), or while a
+        job process we are killing has not exited (SIGKILL follows SIGTERM after
+        kill_grace_s, so that wait is bounded). Other job processes do not count: a job whose
+        task has finished (it reported ``succeeded`` or ``failed`` by message but its process
+        goes on) is left running when the workflow stops, as Cylc leaves it."""
+        if any(proxy.is_active for proxy in self._pool.values()):
+            return True
+        return any(job.kill_sent_at is not None for job in self._running.values())
 
     def _complete(self) -> bool:
         if self._cursor <= self._last_point:

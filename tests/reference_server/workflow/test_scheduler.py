@@ -253,7 +253,8 @@ def test_custom_output_from_the_job_status_file_while_the_job_runs(tmp_path: Pat
 
 def test_message_command_reports_outputs_and_outcomes(tmp_path: Path) -> None:
     definition = make_definition(
-        "a:x => b\na => c", {"a": {"script": SLEEP, "outputs": {"x": "x is ready"}}}
+        "a:x => b\na => c => d",
+        {"a": {"script": SLEEP, "outputs": {"x": "x is ready"}}, "d": {"script": SLEEP}},
     )
 
     async def scenario() -> None:
@@ -271,7 +272,7 @@ def test_message_command_reports_outputs_and_outcomes(tmp_path: Path) -> None:
             await h.until_state("1/b", "succeeded")
             assert h.state("1/a") == "running" and h.proxy("1/c") is None
             h.command("message", {"task_job": "//1/a/1", "messages": [["INFO", "succeeded"]]})
-            await h.until_state("1/c", "succeeded")
+            await h.until_state("1/d", "running")  # (keeps the workflow from completing)
             assert h.state("1/a") == "succeeded"
             assert h.job("1/a/01")["state"] == "succeeded"  # type: ignore[index]
             rejected = h.scheduler.queue_command(
@@ -285,6 +286,7 @@ def test_message_command_reports_outputs_and_outcomes(tmp_path: Path) -> None:
             job = h.job("1/a/01")
             assert job and job["state"] == "succeeded" and job["exit_code"] == 143
             assert h.state("1/a") == "succeeded"  # the job's own report wins over the kill
+            assert h.state("1/d") == "failed"
 
     run_bounded(scenario())
 
@@ -308,7 +310,8 @@ def test_pause_stops_new_submissions_until_resume(tmp_path: Path) -> None:
             assert h.proxy("1/b")["submit_num"] == 0  # type: ignore[index]
             h.command("resume")
             await h.until_state("1/b", "succeeded")
-            assert h.workflow()["status"] == "running"
+            # resumed; done (1/a's process, still running, does not hold the workflow up)
+            assert await h.finish() == "AUTOMATIC"
 
     run_bounded(scenario())
 
@@ -664,6 +667,33 @@ def test_stop_clean_waits_for_active_jobs(tmp_path: Path) -> None:
             assert h.state("1/a") == "succeeded"
             assert h.state("1/b") == "waiting"  # spawned, never submitted
             assert h.workflow()["status_msg"] == "stopped: REQUEST(CLEAN)"
+
+    run_bounded(scenario())
+
+
+@pytest.mark.parametrize("stop", ["clean", None])
+def test_stop_does_not_wait_for_processes_of_finished_tasks(
+    tmp_path: Path, stop: str | None
+) -> None:
+    """Cylc waits for active tasks, not job processes: a job that reported success by
+    message but goes on running neither delays a clean stop nor the automatic one; its
+    process is left running (and not followed any more)."""
+    definition = make_definition("a", {"a": {"script": SLEEP}})
+
+    async def scenario() -> None:
+        async with running(definition, tmp_path) as h:
+            await h.until_state("1/a", "running")
+            if stop is not None:
+                h.command("stop", {"mode": stop})
+                await h.until(lambda: h.workflow()["status"] == "stopping")
+            h.command("message", {"task_job": "1/a/01", "messages": [["INFO", "succeeded"]]})
+            # the job's process runs for 30 s more: stopping must not wait for it
+            assert await h.finish(timeout_s=5) == ("REQUEST(CLEAN)" if stop else "AUTOMATIC")
+            pid = job_pid(tmp_path, 1, "a")
+            assert pid is not None and alive(pid)
+            assert "CYLC_JOB_EXIT" not in job_status(tmp_path, "1/a/01")
+            assert h.job("1/a/01")["state"] == "succeeded"  # type: ignore[index]
+            # (the harness kills job processes left behind)
 
     run_bounded(scenario())
 
