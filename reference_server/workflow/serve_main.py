@@ -10,7 +10,10 @@ ports of ``--port-range`` on ``--host``, writes the contact file and prints one 
 then runs the workflow until every cycle point is done, a ``stop`` command arrives, or
 SIGTERM/SIGINT (which stops it as ``stop --mode kill`` would: active jobs are killed; a second
 signal stops at once). On the way out it publishes ``shutdown`` with the stop reason, removes
-the contact file and keys, and prints ``runwire workflow ID stopped: REASON``.
+the contact file and keys, and prints ``runwire workflow ID stopped: REASON``. The SIGTERM and
+SIGINT handlers stay installed until the process exits: a signal that arrives once the
+workflow has stopped (while it cleans up, or after) is ignored, so it does not cut the
+clean-up short or turn a clean exit into death by signal.
 
 Exit status: 0 when the workflow finished or stopped on request (or signal); 1 when it
 aborted (stall timeout, scheduler error) or could not start (ports, files); 2 for an invalid
@@ -24,7 +27,9 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 import zmq
 
@@ -124,25 +129,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def serve(service: WorkflowService) -> str:
-    """Start ``service``, print where it listens, run it until the workflow stops (SIGTERM
-    and SIGINT request a stop); returns the stop reason."""
-    contact = await service.start()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for number in signals:
-        loop.add_signal_handler(number, service.request_stop)
-    print(
-        f"runwire workflow {service.workflow_id} listening on {contact.host}:{contact.port} "
-        f"(publish {contact.publish_port}, {contact.security}); contact file "
-        f"{service.contact_file}; run directory {service.run_dir}",
-        flush=True,
-    )
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT handlers for the rest of the process's life.
+
+    While a service is attached (:meth:`attach`, from its event loop) a signal calls its
+    :meth:`WorkflowService.request_stop` on that loop; otherwise (before) it is ignored, and
+    once the service has been detached (its run and clean-up are over) the signals are
+    ignored (``SIG_IGN``) until the process exits, so that a late SIGTERM neither interrupts
+    the clean-up nor makes the process die by signal instead of exiting with its status.
+    Plain :func:`signal.signal` handlers are used rather than ``loop.add_signal_handler``,
+    which ``loop.close()`` resets to the default action (death), and ``SIG_IGN`` at the end
+    because Python resets its own handlers to the default action while finalizing.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._service: WorkflowService | None = None
+        self._installed = False
+        self.ignored = 0
+        """Signals received while no service was attached."""
+
+    def install(self) -> bool:
+        """Install the handlers (main thread only; False, and nothing done, elsewhere).
+        They are never restored: :func:`run` is the process's entry point."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._handle)
+        self._installed = True
+        return True
+
+    def attach(self, service: WorkflowService) -> None:
+        """Route signals to `service` on the running loop (call from that loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._service = service
+
+    def detach(self) -> None:
+        """Ignore the signals from now on, to the end of the process (call once the service
+        has cleaned up)."""
+        self._loop = None
+        self._service = None
+        if self._installed and threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # runs in the main thread between bytecodes: only hand over to the loop (no I/O)
+        loop, service = self._loop, self._service
+        if loop is not None and service is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(service.request_stop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+            else:
+                return
+        self.ignored += 1
+
+
+async def serve(service: WorkflowService, signals: StopSignals | None = None) -> str:
+    """Start ``service``, print where it listens, run it until the workflow stops (with
+    `signals` attached, SIGTERM and SIGINT request a stop until then); returns the stop
+    reason once the service has cleaned up."""
+    if signals is not None:
+        signals.attach(service)
     try:
+        contact = await service.start()
+        print(
+            f"runwire workflow {service.workflow_id} listening on {contact.host}:{contact.port} "
+            f"(publish {contact.publish_port}, {contact.security}); contact file "
+            f"{service.contact_file}; run directory {service.run_dir}",
+            flush=True,
+        )
         return await service.run()
     finally:
-        for number in signals:
-            loop.remove_signal_handler(number)
+        if signals is not None:
+            signals.detach()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    signals = StopSignals()
+    signals.install()  # from here on a signal never kills the process (see StopSignals)
     try:
-        reason = asyncio.run(serve(service))
+        reason = asyncio.run(serve(service, signals))
     except (WorkflowAlreadyRunning, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

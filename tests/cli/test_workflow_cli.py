@@ -10,6 +10,7 @@ deadline, and the subprocess is waited for with a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -222,6 +223,30 @@ def test_sigterm_stops_the_workflow_cleanly(serve: Callable[..., Served]) -> Non
     assert status_code == 0
     assert rest.strip() == "runwire workflow conf/run1 stopped: REQUEST(KILL)"
     assert not served.contact_file.exists()
+
+
+def test_signals_while_cleaning_up_do_not_kill_the_server(serve: Callable[..., Served]) -> None:
+    """A SIGTERM once the workflow has stopped (shutdown published, files being removed, or
+    removed and the process on its way out) is ignored: the process exits 0, not -15."""
+    served = serve(CONFORMANCE, "--workflow-id", "conf/late")
+    served.process.send_signal(signal.SIGTERM)  # stop (kill mode)
+    deadline = time.monotonic() + WAIT_S
+    while served.contact_file.exists():  # (the process is waited for, bounded, between looks)
+        assert time.monotonic() < deadline, "the contact file was not removed in time"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            served.process.wait(timeout=0.002)
+    sent = 0
+    while served.process.poll() is None and sent < 5000:  # late signals until it exits
+        assert time.monotonic() < deadline, "the server did not exit in time"
+        with contextlib.suppress(ProcessLookupError):
+            served.process.send_signal(signal.SIGTERM)
+        sent += 1
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            served.process.wait(timeout=0.001)
+    rest, err = served.process.communicate(timeout=WAIT_S)
+    assert served.process.returncode == 0, (sent, err)
+    assert rest.strip() == "runwire workflow conf/late stopped: REQUEST(KILL)"
+    assert not (served.contact_file.parent / "server.key_secret").exists()
 
 
 def test_client_command_errors(
