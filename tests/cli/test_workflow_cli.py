@@ -32,7 +32,7 @@ from runwire.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples" / "workflow" / "pipeline.yaml"
-CONFORMANCE = REPO / "examples" / "workflow" / "conformance.yaml"
+CONFORMANCE = REPO / "conformance" / "workflow" / "conformance.yaml"  # the packaged one
 WAIT_S = 15.0
 LISTENING = re.compile(
     r"^runwire workflow (?P<id>\S+) listening on (?P<host>\S+):(?P<port>\d+) "

@@ -29,6 +29,8 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[3]
 SCHEMAS = REPO / "schemas"
 EXAMPLES = REPO / "examples" / "workflow"
+CONFORMANCE_DEFINITION = REPO / "conformance" / "workflow" / "conformance.yaml"
+"""The conformance workflow (package data of runwire.conformance.workflow; its one copy)."""
 SCENARIO_TIMEOUT_S = 20.0
 WAIT_S = 8.0
 

@@ -17,7 +17,7 @@ from runwire.reference_server.workflow.definition import (
 )
 from runwire.runtime.validation import SchemaRegistry
 
-from .conftest import EXAMPLES, SCHEMAS
+from .conftest import CONFORMANCE_DEFINITION, EXAMPLES, REPO, SCHEMAS
 
 
 def minimal(**changes: Any) -> dict[str, Any]:
@@ -37,10 +37,10 @@ def problems(data: Any, registry: SchemaRegistry) -> tuple[str, ...]:
     return info.value.problems
 
 
-@pytest.mark.parametrize("name", ["pipeline.yaml", "conformance.yaml"])
-def test_shipped_examples_are_valid(name: str, registry: SchemaRegistry) -> None:
-    definition = load_definition(EXAMPLES / name, registry=registry)
-    assert definition.name == name.removesuffix(".yaml")
+@pytest.mark.parametrize("path", [EXAMPLES / "pipeline.yaml", CONFORMANCE_DEFINITION])
+def test_shipped_examples_are_valid(path: Path, registry: SchemaRegistry) -> None:
+    definition = load_definition(path, registry=registry)
+    assert definition.name == path.stem
     assert definition.warnings == ()
     assert definition.graph.max_offset == 1  # each has an inter-cycle dependency
 
@@ -52,11 +52,28 @@ def test_examples_cover_what_they_promise(registry: SchemaRegistry) -> None:
         "process:succeeded => summarise",
         "summarise[-P1]:succeeded => summarise",
     ]
-    conformance = load_definition(EXAMPLES / "conformance.yaml", registry=registry)
+    conformance = load_definition(CONFORMANCE_DEFINITION, registry=registry)
     assert conformance.tasks["flaky"].retries.count == 1
     assert conformance.tasks["reporter"].output_for_message("data ready") == "ready"
     assert conformance.tasks["doomed"].success_optional
     assert conformance.tasks["sleeper"].execution_time_limit_s == 600
+    assert conformance.tasks["listener"].output_for_message("message heard") == "heard"
+
+
+def test_the_conformance_workflow_has_one_source() -> None:
+    """The conformance workflow is the conformance suite's package data only: no second
+    copy under examples/ to drift from it, and the READMEs name the packaged file."""
+    copies = sorted(
+        str(p.relative_to(REPO))
+        for folder in ("examples", "conformance", "reference_server", "tests")
+        for p in (REPO / folder).rglob("conformance.yaml")
+    )
+    assert copies == ["conformance/workflow/conformance.yaml"]
+    packaged = str(CONFORMANCE_DEFINITION.relative_to(REPO))
+    for readme in ("README.md", "conformance/README.md", "examples/workflow/README.md"):
+        text = (REPO / readme).read_text()
+        assert packaged in text, readme
+        assert "examples/workflow/conformance.yaml" not in text, readme
 
 
 def test_the_schema_file_has_the_agreed_id() -> None:
