@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import functools
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import zmq
 
@@ -136,31 +139,39 @@ class StopSignals:
     """SIGTERM/SIGINT handlers for the rest of the process's life.
 
     While a service is attached (:meth:`attach`, from its event loop) a signal calls its
-    :meth:`WorkflowService.request_stop` on that loop; otherwise (before) it is ignored, and
-    once the service has been detached (its run and clean-up are over) the signals are
-    ignored (``SIG_IGN``) until the process exits, so that a late SIGTERM neither interrupts
-    the clean-up nor makes the process die by signal instead of exiting with its status.
-    Plain :func:`signal.signal` handlers are used rather than ``loop.add_signal_handler``,
-    which ``loop.close()`` resets to the default action (death), and ``SIG_IGN`` at the end
-    because Python resets its own handlers to the default action while finalizing.
+    :meth:`WorkflowService.request_stop` on that loop; otherwise (before, and once the
+    service has been detached: its run and clean-up are over) the signal is ignored, so that
+    a late SIGTERM neither interrupts the clean-up nor makes the process die by signal
+    instead of exiting with its status. Plain :func:`signal.signal` handlers are used rather
+    than ``loop.add_signal_handler``, which ``loop.close()`` resets to the default action
+    (death); and since Python resets its own handlers to the default action while it
+    finalizes, an :mod:`atexit` hook switches both signals to ``SIG_IGN`` first (not
+    earlier: job processes would inherit ``SIG_IGN``, and a killed job must die).
     """
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._service: WorkflowService | None = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
         self.ignored = 0
         """Signals received while no service was attached."""
 
     def install(self) -> bool:
         """Install the handlers (main thread only; False, and nothing done, elsewhere).
-        They are never restored: :func:`run` is the process's entry point."""
+        :func:`run`, the process's entry point, never restores them (an in-process caller
+        may, with :meth:`restore`)."""
         if threading.current_thread() is not threading.main_thread():
             return False
         for number in STOP_SIGNALS:
-            signal.signal(number, self._handle)
-        self._installed = True
+            self._previous.setdefault(number, signal.signal(number, self._handle))
+        _ignore_at_exit()
         return True
+
+    def restore(self) -> None:
+        """Put back the handlers :meth:`install` replaced."""
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()
 
     def attach(self, service: WorkflowService) -> None:
         """Route signals to `service` on the running loop (call from that loop)."""
@@ -168,13 +179,9 @@ class StopSignals:
         self._service = service
 
     def detach(self) -> None:
-        """Ignore the signals from now on, to the end of the process (call once the service
-        has cleaned up)."""
+        """Ignore the signals from now on (call once the service has cleaned up)."""
         self._loop = None
         self._service = None
-        if self._installed and threading.current_thread() is threading.main_thread():
-            for number in STOP_SIGNALS:
-                signal.signal(number, signal.SIG_IGN)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         # runs in the main thread between bytecodes: only hand over to the loop (no I/O)
@@ -187,6 +194,18 @@ class StopSignals:
             else:
                 return
         self.ignored += 1
+
+
+@functools.cache
+def _ignore_at_exit() -> None:
+    """Register (once) the atexit hook that ignores SIGTERM/SIGINT while Python finalizes."""
+    atexit.register(_ignore_stop_signals)
+
+
+def _ignore_stop_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
 
 
 async def serve(service: WorkflowService, signals: StopSignals | None = None) -> str:

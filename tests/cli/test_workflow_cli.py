@@ -292,6 +292,8 @@ def test_serve_reports_a_port_range_in_use(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     sockets, port = occupied_port_pair()
+    # (in-process, run() installs its SIGTERM/SIGINT handlers for good: put pytest's back)
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         status = main(
             [
@@ -307,6 +309,8 @@ def test_serve_reports_a_port_range_in_use(
     finally:
         for sock in sockets:
             sock.close()
+        for number, handler in saved.items():
+            signal.signal(number, handler)
     assert status == 1
     assert f"cannot bind on 127.0.0.1, ports {port}-{port + 1}" in capsys.readouterr().err
     service = tmp_path / "pipeline" / ".service"
