@@ -6,7 +6,9 @@ family, modelled on Cylc 8's WorkflowRuntimeServer/WorkflowRuntimeClient,
 JSON: ``{"command", "args", "meta"?, "id"?}`` → ``{"data", "id"?}`` or
 ``{"error": {"message", "code"?}, "id"?}``.
 
-Server (:class:`ZmqServerBase`), on a ROUTER socket with ``zmq.asyncio``:
+Server (:class:`ZmqServerBase`), on a ROUTER socket read from the event loop
+(``loop.add_reader`` on the socket's ``zmq.FD``, drained with non-blocking receives; no
+``zmq.asyncio`` futures on the request path):
 
 - answers each request as it arrives (no poll interval; the original sleeps 0.2 s), several
   at once (``max_in_flight``), each handler bounded by ``handler_timeout_s``;
@@ -29,8 +31,8 @@ Server (:class:`ZmqServerBase`), on a ROUTER socket with ``zmq.asyncio``:
 - owns a :class:`Publisher` (PUB) that stamps every message with ``seq`` and ``time`` and
   publishes a periodic heartbeat, and publishes ``shutdown`` once on :meth:`~ZmqServerBase.stop`.
 
-Client (:class:`ZmqClientBase`), on a REQ socket, with a timeout on every call and the Lazy
-Pirate pattern: on a timeout (or any failure mid-request) the socket is closed with linger 0
+Client (:class:`ZmqClientBase`), on a REQ socket driven the same way, with a timeout on every
+call and the Lazy Pirate pattern: on a timeout (or any failure mid-request) the socket is closed with linger 0
 and a fresh one is made for the next call, so one lost reply never bricks the client (the
 original's defect 3).
 
@@ -51,7 +53,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -258,12 +260,65 @@ class ServerEndpoints:
         return f"tcp://{host}:{self.port if port is None else port}"
 
 
+class SyncSocket(zmq.Socket[bytes]):
+    """A plain pyzmq socket read and written from the event loop, never blocking.
+
+    The request paths use these instead of awaiting ``zmq.asyncio`` futures (which cost
+    about as much again as the whole ZeroMQ round trip): :meth:`watch` registers the
+    socket's ``zmq.FD`` with ``loop.add_reader``, then every call is ``zmq.NOBLOCK`` while
+    ``zmq.EVENTS`` says so. ZeroMQ's FD is edge-triggered and any operation on the socket
+    may consume the edge, so a reader drains fully and re-checks ``zmq.EVENTS`` after each
+    send. :meth:`close` (also when ``context.destroy()`` closes it) stops the watch first.
+    """
+
+    _watched: tuple[asyncio.AbstractEventLoop, int] | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from ``loop`` whenever the socket's FD becomes readable."""
+        fd = self.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
+        loop.add_reader(fd, callback)
+        self._watched = (loop, fd)
+
+    def unwatch(self) -> None:
+        """Stop the watch (idempotent)."""
+        watched, self._watched = self._watched, None
+        if watched is not None:
+            loop, fd = watched
+            if not loop.is_closed():
+                loop.remove_reader(fd)
+
+    @property
+    def watched_by(self) -> asyncio.AbstractEventLoop | None:
+        """The loop watching the FD, or None."""
+        return None if self._watched is None else self._watched[0]
+
+    def ready(self, event: int) -> bool:
+        """Whether ``zmq.EVENTS`` has ``event`` (``zmq.POLLIN``/``zmq.POLLOUT``) now."""
+        events = self.getsockopt(zmq.EVENTS)
+        assert isinstance(events, int)
+        return bool(events & event)
+
+    def close(self, linger: int | None = None) -> None:
+        self.unwatch()
+        super().close(linger=linger)
+
+
+_S = TypeVar("_S", bound=zmq.Socket[Any])
+
+
+def _plain_socket(context: zmq.Context[Any], kind: int) -> SyncSocket:
+    """A :class:`SyncSocket` of ``kind`` on ``context`` (a ``zmq.asyncio.Context`` too),
+    made through ``context.socket`` so that ``context.destroy()`` closes it too."""
+    return context.socket(kind, socket_class=SyncSocket)
+
+
 def _tcp(host: str) -> str:
     return f"tcp://[{host}]" if ":" in host else f"tcp://{host}"
 
 
 def _bind(
-    socket: zmq.asyncio.Socket, host: str, port: int | None, port_range: tuple[int, int] | None
+    socket: zmq.Socket[Any], host: str, port: int | None, port_range: tuple[int, int] | None
 ) -> int:
     """Bind ``socket`` and return its port: ``port`` exactly (0: any free one), else a random
     port of ``port_range`` (first and last inclusive), else any free one."""
@@ -475,15 +530,14 @@ class ZmqServerBase(abc.ABC):
         self.validate_replies = validate_replies
         self._own_context = context is None
         self._context = context
-        self._router: zmq.asyncio.Socket | None = None
+        self._router: SyncSocket | None = None
         self._pub: zmq.asyncio.Socket | None = None
         self._publisher: Publisher | None = None
         self._authenticator: zmq.auth.asyncio.AsyncioAuthenticator | None = None
         self._security: CurveServerSecurity | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._serving: asyncio.Future[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._endpoints: ServerEndpoints | None = None
-        self._slots = asyncio.Semaphore(max_in_flight)
         self.requests_served = 0
         self.errors_sent = 0
 
@@ -584,12 +638,12 @@ class ZmqServerBase(abc.ABC):
                 self._authenticator.configure_curve(
                     domain="*", location=str(security.authorized_keys_dir)
                 )
-            router = self._router = self._socket(zmq.ROUTER, security)
+            router = self._router = self._configure(_plain_socket(context, zmq.ROUTER), security)
             router.setsockopt(zmq.MAXMSGSIZE, self.hard_max_message_bytes)
             bound_port = _bind(router, host, port, range_)
             bound_publish: int | None = None
             if publish:
-                pub = self._pub = self._socket(zmq.PUB, security)
+                pub = self._pub = self._configure(context.socket(zmq.PUB), security)
                 bound_publish = _bind(pub, host, publish_port, range_)
                 self._publisher = Publisher(
                     pub,
@@ -608,15 +662,16 @@ class ZmqServerBase(abc.ABC):
             security="none" if security is None else "curve",
             server_public_key=None if security is None else security.keypair.public,
         )
-        self._serve_task = asyncio.create_task(self._serve(router), name="runwire-zmq-server")
+        loop = asyncio.get_running_loop()
+        self._serving = loop.create_future()
+        router.watch(loop, self._drain)
+        self._drain()
         if self._publisher is not None:
             self._publisher.start_heartbeat()
         logger.info("serving on %s (%s)", self._endpoints.address(), self._endpoints.security)
         return self._endpoints
 
-    def _socket(self, kind: int, security: CurveServerSecurity | None) -> zmq.asyncio.Socket:
-        assert self._context is not None
-        socket = self._context.socket(kind)
+    def _configure(self, socket: _S, security: CurveServerSecurity | None) -> _S:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, self.queue_length)
         socket.setsockopt(zmq.SNDHWM, self.queue_length)
@@ -642,20 +697,16 @@ class ZmqServerBase(abc.ABC):
 
     async def serve_forever(self) -> None:
         """Wait until the server stops (after :meth:`start`)."""
-        if self._serve_task is None:
+        if self._serving is None:
             raise InvalidState("the server is not started")
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._serve_task)
+            await asyncio.shield(self._serving)
 
     async def stop(self, reason: str = "stopped", *, drain_s: float = 2.0) -> None:
         """Stop serving: publish ``shutdown`` (``{"reason"}``), stop the heartbeat, let
         requests in flight finish for up to ``drain_s`` seconds (then cancel them), close
         the sockets, stop the authenticator and terminate a private context. Idempotent."""
-        task, self._serve_task = self._serve_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stop_reading()
         if self._in_flight:
             _, pending = await asyncio.wait(set(self._in_flight), timeout=drain_s)
             for leftover in pending:
@@ -671,7 +722,16 @@ class ZmqServerBase(abc.ABC):
             self._publisher.closed = True
         await self._close_sockets()
 
+    def _stop_reading(self) -> None:
+        """Stop reading requests (replies of requests in flight are still sent)."""
+        if self._router is not None:
+            self._router.unwatch()
+        serving, self._serving = self._serving, None
+        if serving is not None and not serving.done():
+            serving.set_result(None)
+
     async def _close_sockets(self) -> None:
+        self._stop_reading()
         if self._pub is not None:
             # give the shutdown message a bounded chance to leave
             self._pub.setsockopt(zmq.LINGER, 500)
@@ -710,35 +770,37 @@ class ZmqServerBase(abc.ABC):
 
     # --- the serving loop -----------------------------------------------------------------
 
-    async def _serve(self, router: zmq.asyncio.Socket) -> None:
-        while True:
-            await self._slots.acquire()
+    def _drain(self) -> None:
+        """Read every waiting request (up to ``max_in_flight`` in flight) and start answering
+        each. Called when the router's FD is readable, after each reply is sent and when a
+        request finishes (the FD is edge-triggered: whatever is queued must be read now)."""
+        router = self._router
+        if router is None or router.watched_by is None:
+            return
+        while len(self._in_flight) < self.max_in_flight:
             try:
-                frames = await router.recv_multipart()
-            except asyncio.CancelledError:
-                self._slots.release()
-                raise
+                if not router.ready(zmq.POLLIN):
+                    return
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             except zmq.ZMQError as exc:
-                self._slots.release()
                 if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    self._stop_reading()
                     return
                 logger.exception("receive failed; serving on")
                 continue
-            except Exception:
-                self._slots.release()
-                logger.exception("receive failed; serving on")
-                continue
-            task = asyncio.create_task(self._answer(router, frames))
+            task = asyncio.ensure_future(self._answer(router, frames))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
         if not task.cancelled() and task.exception() is not None:
             logger.error("request task failed", exc_info=task.exception())
+        self._drain()
 
-    async def _answer(self, router: zmq.asyncio.Socket, frames: list[bytes]) -> None:
+    async def _answer(self, router: SyncSocket, frames: list[bytes]) -> None:
         route, body = _split_route(frames)
         peer = route[0] if route else b""
         if len(body) != 1:
@@ -746,10 +808,15 @@ class ZmqServerBase(abc.ABC):
             self.errors_sent += 1
         else:
             reply = await self.serve_frame(body[0], peer=peer)
+        if router.closed:
+            return
         try:
-            await router.send_multipart([*route, reply])
+            # ROUTER never blocks a send: beyond SNDHWM (or to a peer gone) libzmq drops it
+            router.send_multipart([*route, reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             logger.warning("reply not sent to %r: %s", peer, exc)
+        # a send may consume the FD's edge: look for requests that arrived meanwhile
+        self._drain()
 
     async def serve_frame(self, frame: bytes, *, peer: bytes = b"") -> bytes:
         """Serve one request frame and return the reply frame. Never raises (except
@@ -901,8 +968,8 @@ class ZmqClientBase:
         self.registry = registry or SchemaRegistry.from_package()
         self.max_reply_bytes = max_reply_bytes
         self.send_request_ids = send_request_ids
-        self._socket: zmq.asyncio.Socket | None = None
-        self._socket_timeout_ms = -1
+        self._socket: SyncSocket | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._lock: asyncio.Lock | None = None
         self.resets = 0
 
@@ -911,8 +978,8 @@ class ZmqClientBase:
         """``tcp://host:port``."""
         return f"{_tcp(self.host)}:{self.port}"
 
-    def _connect(self) -> zmq.asyncio.Socket:
-        socket = self.context.socket(zmq.REQ)
+    def _connect(self) -> SyncSocket:
+        socket = _plain_socket(self.context, zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, self.max_reply_bytes)
         if ":" in self.host:
@@ -924,18 +991,45 @@ class ZmqClientBase:
         socket.connect(self.address)
         return socket
 
+    def _wake(self) -> None:
+        """The socket's FD is readable: wake the call waiting on it (it checks EVENTS)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait_for(self, socket: SyncSocket, event: int, deadline: float) -> bool:
+        """Wait until ``socket`` has ``event`` (``zmq.POLLIN``/``POLLOUT``) in ``zmq.EVENTS``,
+        at most until ``deadline`` (loop time). True when it has, False on the deadline."""
+        loop = asyncio.get_running_loop()
+        while not socket.ready(event):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_at(deadline, self._wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return True
+
+    def _drop(self) -> bool:
+        """Close the REQ socket (linger 0, which stops the FD watch); True if there was one."""
+        socket, self._socket = self._socket, None
+        if socket is None:
+            return False
+        socket.close(linger=0)
+        return True
+
     def _reset(self) -> None:
         """Lazy Pirate: drop the REQ socket (linger 0); the next call makes a new one."""
-        socket, self._socket = self._socket, None
-        if socket is not None:
-            socket.close(linger=0)
+        if self._drop():
             self.resets += 1
 
     def close(self) -> None:
         """Close the socket (the context is left alone). The client can be used again."""
-        socket, self._socket = self._socket, None
-        if socket is not None:
-            socket.close(linger=0)
+        self._drop()
 
     async def __aenter__(self) -> Self:
         return self
@@ -1015,19 +1109,39 @@ class ZmqClientBase:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
+            loop = asyncio.get_running_loop()
+            if self._socket is not None and (
+                self._socket.closed or self._socket.watched_by is not loop
+            ):
+                self._drop()  # closed by context.destroy(), or made under another loop
             if self._socket is None:
-                self._socket = self._connect()
-                self._socket_timeout_ms = -1
+                socket = self._connect()
+                try:
+                    socket.watch(loop, self._wake)
+                except BaseException:
+                    socket.close(linger=0)
+                    raise
+                self._socket = socket
             socket = self._socket
-            timeout_ms = max(0, round(timeout * 1000))
+            deadline = loop.time() + max(0.0, timeout)
             try:
-                if timeout_ms != self._socket_timeout_ms:
-                    # pyzmq's asyncio sockets fail a pending recv with zmq.Again after
-                    # RCVTIMEO: one event registration per call instead of poll + recv
-                    socket.setsockopt(zmq.RCVTIMEO, timeout_ms)
-                    self._socket_timeout_ms = timeout_ms
-                await socket.send(frame)
-                reply = await socket.recv()
+                # REQ queues a send even before the connection is up; wait only if it cannot
+                while True:
+                    try:
+                        socket.send(frame, zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        if not await self._wait_for(socket, zmq.POLLOUT, deadline):
+                            raise
+                while True:
+                    # the send may have consumed the FD's edge: EVENTS is checked first
+                    if not await self._wait_for(socket, zmq.POLLIN, deadline):
+                        raise zmq.Again()
+                    try:
+                        reply = socket.recv(zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        continue
             except zmq.Again:
                 self._reset()
                 raise Timeout(
