@@ -260,6 +260,13 @@ class ServerEndpoints:
         return f"tcp://{host}:{self.port if port is None else port}"
 
 
+# plain ints: the enum flags of pyzmq cost microseconds per operation on the request path
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_EVENTS = int(zmq.EVENTS)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
 class SyncSocket(zmq.Socket[bytes]):
     """A plain pyzmq socket read and written from the event loop, never blocking.
 
@@ -295,7 +302,7 @@ class SyncSocket(zmq.Socket[bytes]):
 
     def ready(self, event: int) -> bool:
         """Whether ``zmq.EVENTS`` has ``event`` (``zmq.POLLIN``/``zmq.POLLOUT``) now."""
-        events = self.getsockopt(zmq.EVENTS)
+        events = self.getsockopt(_EVENTS)
         assert isinstance(events, int)
         return bool(events & event)
 
@@ -310,7 +317,9 @@ _S = TypeVar("_S", bound=zmq.Socket[Any])
 def _plain_socket(context: zmq.Context[Any], kind: int) -> SyncSocket:
     """A :class:`SyncSocket` of ``kind`` on ``context`` (a ``zmq.asyncio.Context`` too),
     made through ``context.socket`` so that ``context.destroy()`` closes it too."""
-    return context.socket(kind, socket_class=SyncSocket)
+    socket = context.socket(kind, socket_class=SyncSocket)
+    assert isinstance(socket, SyncSocket)
+    return socket
 
 
 def _tcp(host: str) -> str:
@@ -779,9 +788,9 @@ class ZmqServerBase(abc.ABC):
             return
         while len(self._in_flight) < self.max_in_flight:
             try:
-                if not router.ready(zmq.POLLIN):
+                if not router.ready(_POLLIN):
                     return
-                frames = router.recv_multipart(zmq.NOBLOCK)
+                frames = router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
@@ -812,7 +821,7 @@ class ZmqServerBase(abc.ABC):
             return
         try:
             # ROUTER never blocks a send: beyond SNDHWM (or to a peer gone) libzmq drops it
-            router.send_multipart([*route, reply], zmq.NOBLOCK)
+            router.send_multipart([*route, reply], _NOBLOCK)
         except zmq.ZMQError as exc:
             logger.warning("reply not sent to %r: %s", peer, exc)
         # a send may consume the FD's edge: look for requests that arrived meanwhile
@@ -1128,17 +1137,17 @@ class ZmqClientBase:
                 # REQ queues a send even before the connection is up; wait only if it cannot
                 while True:
                     try:
-                        socket.send(frame, zmq.NOBLOCK)
+                        socket.send(frame, _NOBLOCK)
                         break
                     except zmq.Again:
-                        if not await self._wait_for(socket, zmq.POLLOUT, deadline):
+                        if not await self._wait_for(socket, _POLLOUT, deadline):
                             raise
                 while True:
                     # the send may have consumed the FD's edge: EVENTS is checked first
-                    if not await self._wait_for(socket, zmq.POLLIN, deadline):
+                    if not await self._wait_for(socket, _POLLIN, deadline):
                         raise zmq.Again()
                     try:
-                        reply = socket.recv(zmq.NOBLOCK)
+                        reply = socket.recv(_NOBLOCK)
                         break
                     except zmq.Again:
                         continue
