@@ -81,6 +81,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from benchlib import Row, percentile, print_table, progress, verdict
+
 LOCALHOST = "127.0.0.1"
 AGENT_USER = "bench"
 PASSWORD_ENV = "RUNWIRE_BENCH_AGENT_PASSWORD"
@@ -140,17 +142,6 @@ QUICK_SIZES = Sizes(
 def encode(value: Any) -> bytes:
     """One compact JSON line (the same encoding runwire uses)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def canonical(value: Any) -> str:
@@ -513,24 +504,6 @@ def call_request(
 
 
 # --- results -------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One table row."""
-
-    id: str
-    metric: str
-    ours: str
-    raw: str
-    ratio: str
-    target: str
-    verdict: str  # PASS, MISS or info
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
 
 
 def ms(seconds: float) -> str:
@@ -1139,25 +1112,11 @@ class Bench:
     # -- report --
 
     def print_table(self, elapsed_s: float) -> None:
-        print()
-        print(
+        title = (
             f"runwire jobs benchmark: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
             f"{platform.machine()}; ratios are ours / raw, measured in this run"
         )
-        header = ("id", "metric", "ours", "raw", "ratio", "target", "verdict")
-        rows = [(r.id, r.metric, r.ours, r.raw, r.ratio, r.target, r.verdict) for r in self.rows]
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print(
-                "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-            )
-        print()
-        print("details:")
-        for line in self.details:
-            print(f"  {line}")
-        sizes = ", ".join(f"{f.name}={getattr(self.sizes, f.name)}" for f in fields(self.sizes))
-        print(f"  sizes: {sizes}")
-        print(f"  total time {elapsed_s:.0f} s")
+        print_table(title, self.rows, self.details, self.sizes, elapsed_s)
 
     async def run(self) -> None:
         await self.measure_latency()

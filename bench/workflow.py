@@ -55,13 +55,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 import zmq.auth
+from benchlib import Row, percentile, print_table, progress, verdict
 
 LOCALHOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -91,27 +92,12 @@ DEFAULT_SIZES = Sizes()
 QUICK_SIZES = Sizes(round_trips=300, block=50, rate_s=0.3, warmup=30)
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.0f} µs"
 
 
 def rate(per_s: float) -> str:
     return f"{per_s / 1e3:.2f}k/s"
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
 
 
 # --- server processes ----------------------------------------------------------------------------
@@ -222,20 +208,6 @@ async def raw_async_server_main(secret_key_file: str | None) -> None:
 
 
 # --- the benchmark -------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One table row."""
-
-    id: str
-    metric: str
-    ours: str
-    raw: str
-    ratio: str
-    target: str
-    verdict: str  # PASS, MISS or info
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -517,26 +489,12 @@ class Bench:
         )
 
     def print_table(self, elapsed_s: float) -> None:
-        print()
-        print(
+        title = (
             f"runwire workflow benchmark: {os.cpu_count()} CPUs, Python "
             f"{platform.python_version()}, pyzmq {zmq.__version__}, libzmq "
             f"{zmq.zmq_version()}; ratios are ours / raw, measured in this run"
         )
-        header = ("id", "metric", "ours", "raw", "ratio", "target", "verdict")
-        rows = [(r.id, r.metric, r.ours, r.raw, r.ratio, r.target, r.verdict) for r in self.rows]
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print(
-                "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-            )
-        print()
-        print("details:")
-        for line in self.details:
-            print(f"  {line}")
-        sizes = ", ".join(f"{f.name}={getattr(self.sizes, f.name)}" for f in fields(self.sizes))
-        print(f"  sizes: {sizes}")
-        print(f"  total time {elapsed_s:.0f} s")
+        print_table(title, self.rows, self.details, self.sizes, elapsed_s)
 
     async def run(self) -> None:
         await self.measure_round_trips()
