@@ -5,7 +5,7 @@ It loads and validates the definition, claims ``<run root>/<workflow id>/``, mak
 CurveZMQ keys in its ``.service/`` folder, binds the request and publish sockets to random
 ports of ``--port-range`` on ``--host``, writes the contact file and prints one line::
 
-    runwire workflow pipeline listening on 127.0.0.1:43007 (publish 43052, curve); contact file /home/u/runwire-run/pipeline/.service/contact; run directory /home/u/runwire-run/pipeline
+    runwire workflow pipeline listening on 127.0.0.1:43007 (publish 43052, curve); contact file /srv/runwire-run/pipeline/.service/contact; run directory /srv/runwire-run/pipeline
 
 then runs the workflow until every cycle point is done, a ``stop`` command arrives, or
 SIGTERM/SIGINT (which stops it as ``stop --mode kill`` would: active jobs are killed; a second

@@ -85,7 +85,7 @@ class Scheduler(WorkflowServerBase):
             "status_msg": "running",
             "initial_cycle_point": "1",
             "final_cycle_point": "1",
-            "run_dir": "/tmp/demo",
+            "run_dir": "/srv/runwire-run/demo",
             "last_updated": 1700000000.0,
             "stop_mode": None,
             "broadcasts": [],
