@@ -6,12 +6,22 @@ and they import this module by its plain name.
 
 from __future__ import annotations
 
+import os
+import re
+import select
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "percentile", "print_table", "progress", "verdict"]
+__all__ = ["Row", "ServerProcess", "percentile", "print_table", "progress", "verdict"]
+
+#: How long a server process may take to say where it listens, seconds.
+START_TIMEOUT_S = 60.0
 
 
 def progress(message: str) -> None:
@@ -65,3 +75,94 @@ def print_table(
     listed = ", ".join(f"{f.name}={getattr(sizes, f.name)}" for f in fields(sizes))
     print(f"  sizes: {listed}")
     print(f"  total time {elapsed_s:.0f} s")
+
+
+class ServerProcess:
+    """A server in its own process, awaited (at most ``START_TIMEOUT_S``) until its stdout
+    matches ``pattern`` (kept as ``match``); its stderr goes to ``log_dir/NAME.log``.
+
+    Raises:
+        RuntimeError: the process exited or stayed silent (the log tail is in the message).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        pattern: re.Pattern[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env
+        )
+        self.match = self._await(pattern)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _await(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        assert self.process.stdout is not None
+        descriptor = self.process.stdout.fileno()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([descriptor], [], [], 0.5)
+            if ready:
+                chunk = os.read(descriptor, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+                found = pattern.search(seen.decode(errors="replace"))
+                if found:
+                    return found
+            elif self.process.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(
+            f"{self.name} did not start; stdout: {seen.decode(errors='replace')!r}; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server's log ("" if unreadable)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _status_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{key} not in /proc/{self.pid}/status")
+
+    def rss_bytes(self) -> int:
+        """Resident memory now (VmRSS)."""
+        return self._status_kib("VmRSS") * 1024
+
+    def peak_rss_bytes(self) -> int:
+        """Highest resident memory so far (VmHWM)."""
+        return self._status_kib("VmHWM") * 1024
+
+    def cpu_s(self) -> float:
+        """User + system CPU time used so far, seconds."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM, wait (then SIGKILL). Idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()

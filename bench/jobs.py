@@ -67,11 +67,9 @@ import os
 import platform
 import re
 import secrets
-import select
 import signal
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,14 +79,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from benchlib import Row, percentile, print_table, progress, verdict
+from benchlib import Row, ServerProcess, percentile, print_table, progress, verdict
 
 LOCALHOST = "127.0.0.1"
 AGENT_USER = "bench"
 PASSWORD_ENV = "RUNWIRE_BENCH_AGENT_PASSWORD"
 HOST_OURS = "bench"  # our dispatcher's name for our agent
 HOST_RAW_AGENT = "rawagent"  # our dispatcher's name for the raw agent
-START_TIMEOUT_S = 60.0
 IO_TIMEOUT_S = 120.0
 LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
 
@@ -151,91 +148,15 @@ def canonical(value: Any) -> str:
 # --- server processes ----------------------------------------------------------------------
 
 
-class ServerProcess:
-    """A server in its own process: started, awaited until it prints where it listens.
-
-    Its stdout is read only for the "listening on HOST:PORT" line; stderr goes to a log file.
-    """
+class JobsServer(ServerProcess):
+    """A jobs server (ours or raw) in its own process; ``host`` and ``port`` come from its
+    "listening on HOST:PORT" line."""
 
     def __init__(
         self, name: str, argv: list[str], *, log_dir: Path, env: dict[str, str] | None = None
     ) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        self.host, self.port = self._await_listening()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _await_listening(self) -> tuple[str, int]:
-        assert self.process.stdout is not None
-        descriptor = self.process.stdout.fileno()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        seen = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([descriptor], [], [], 0.5)
-            if ready:
-                chunk = os.read(descriptor, 65536)
-                if not chunk:
-                    break
-                seen += chunk
-                match = LISTENING.search(seen.decode(errors="replace"))
-                if match:
-                    return match.group(1), int(match.group(2))
-            elif self.process.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(
-            f"{self.name} did not start; stdout: {seen.decode(errors='replace')!r}; "
-            f"log {self.log_path}:\n{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _status_kib(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise RuntimeError(f"{key} not in /proc/{self.pid}/status")
-
-    def rss_bytes(self) -> int:
-        """Resident memory now (VmRSS)."""
-        return self._status_kib("VmRSS") * 1024
-
-    def peak_rss_bytes(self) -> int:
-        """Highest resident memory so far (VmHWM)."""
-        return self._status_kib("VmHWM") * 1024
-
-    def cpu_s(self) -> float:
-        """User + system CPU time used so far, seconds."""
-        fields_ = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM, wait (then SIGKILL). Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout_s)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log.close()
+        super().__init__(name, argv, LISTENING, log_dir, env)
+        self.host, self.port = self.match.group(1), int(self.match.group(2))
 
 
 def runwire_argv(profile_to: Path | None) -> list[str]:
@@ -523,7 +444,7 @@ class CpuMeter:
         self.ops: dict[str, int] = {}
 
     @contextlib.contextmanager
-    def measure(self, variant: str, servers: Sequence[ServerProcess], ops: int) -> Iterator[None]:
+    def measure(self, variant: str, servers: Sequence[JobsServer], ops: int) -> Iterator[None]:
         before = [server.cpu_s() for server in servers]
         client_before = time.process_time()
         yield
@@ -557,7 +478,7 @@ class Bench:
         self.profile_dir = profile_dir
         self.password = secrets.token_urlsafe(18)
         self.env = dict(os.environ, **{PASSWORD_ENV: self.password})
-        self.servers: list[ServerProcess] = []
+        self.servers: list[JobsServer] = []
         self.rows: list[Row] = []
         self.details: list[str] = []
         self.cpu = CpuMeter()
@@ -565,9 +486,9 @@ class Bench:
 
     # -- servers --
 
-    def start(self, name: str, argv: list[str]) -> ServerProcess:
+    def start(self, name: str, argv: list[str]) -> JobsServer:
         progress(f"starting {name}")
-        server = ServerProcess(name, argv, log_dir=self.workdir, env=self.env)
+        server = JobsServer(name, argv, log_dir=self.workdir, env=self.env)
         self.servers.append(server)
         return server
 
@@ -601,7 +522,7 @@ class Bench:
         self.raw_dispatcher = self.start_raw_dispatcher("raw-dispatcher")
         self.dispatcher = self.start_dispatcher("dispatcher")
 
-    def start_raw_dispatcher(self, name: str) -> ServerProcess:
+    def start_raw_dispatcher(self, name: str) -> JobsServer:
         return self.start(
             name,
             [
@@ -617,7 +538,7 @@ class Bench:
             ],
         )
 
-    def start_dispatcher(self, name: str) -> ServerProcess:
+    def start_dispatcher(self, name: str) -> JobsServer:
         folder = self.workdir / name
         folder.mkdir()
         (folder / "agent.password").write_text(self.password)
@@ -652,7 +573,7 @@ class Bench:
 
     # -- clients --
 
-    def client(self, server: ServerProcess) -> Any:
+    def client(self, server: JobsServer) -> Any:
         from runwire.generated.jobs.client import DispatcherClient
 
         return DispatcherClient(server.host, server.port, timeout_s=IO_TIMEOUT_S)
@@ -694,7 +615,7 @@ class Bench:
                 terminator = line.to_wire()
         return packets, terminator
 
-    async def raw_result(self, server: ServerProcess, job_id: str) -> Any:
+    async def raw_result(self, server: JobsServer, job_id: str) -> Any:
         (reply,) = await plain_request(
             server.host, server.port, {"harpcaller": 1, "get_result": job_id, "wait": True}
         )
@@ -704,7 +625,7 @@ class Bench:
 
     async def interleaved(
         self,
-        variants: dict[str, tuple[Callable[[], Awaitable[float]], Sequence[ServerProcess]]],
+        variants: dict[str, tuple[Callable[[], Awaitable[float]], Sequence[JobsServer]]],
         count: int,
         warmup: int,
     ) -> dict[str, list[float]]:
@@ -930,7 +851,7 @@ class Bench:
             text = ", ".join(f"{name} {value:.2f} µs" for name, value in per_packet.items())
             self.details.append(f"CPU per packet, {variant}: {text}")
 
-    async def fill(self, server: ServerProcess, request: dict[str, Any], count: int) -> list[str]:
+    async def fill(self, server: JobsServer, request: dict[str, Any], count: int) -> list[str]:
         """Submit ``count`` copies of ``request`` with plain sockets, 16 at a time."""
 
         async def submit(_index: int) -> str:
@@ -953,7 +874,7 @@ class Bench:
         blocker = call_request(HOST_OURS, "sleep", [3600], queue)
         queued = call_request(HOST_OURS, "echo", [], queue)
 
-        async def prepare(server: ServerProcess, count: int) -> list[str]:
+        async def prepare(server: JobsServer, count: int) -> list[str]:
             await self.fill(server, blocker, 1)
             return await self.fill(server, queued, count)
 
@@ -967,7 +888,7 @@ class Bench:
             await self.check_queued(self.client(server), job_ids[-1])
         progress(f"submit time with {small_n} and with {large_n:,} queued jobs")
 
-        def ours_on(server: ServerProcess) -> Callable[[], Awaitable[float]]:
+        def ours_on(server: JobsServer) -> Callable[[], Awaitable[float]]:
             client = self.client(server)
 
             async def measure() -> float:
@@ -979,7 +900,7 @@ class Bench:
 
             return measure
 
-        def raw_on(server: ServerProcess) -> Callable[[], Awaitable[float]]:
+        def raw_on(server: JobsServer) -> Callable[[], Awaitable[float]]:
             async def measure() -> float:
                 start = time.perf_counter()
                 job_id = await plain_submit(server.host, server.port, queued)

@@ -47,10 +47,7 @@ import json
 import os
 import platform
 import re
-import select
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,10 +59,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 import zmq.auth
-from benchlib import Row, percentile, print_table, progress, verdict
+from benchlib import Row, ServerProcess, percentile, print_table, progress, verdict
 
 LOCALHOST = "127.0.0.1"
-START_TIMEOUT_S = 60.0
 LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
 WORKFLOW_LISTENING = re.compile(
     r"listening on (?P<host>\S+):(?P<port>\d+) \(publish (?P<publish>\d+), (?P<security>\w+)\); "
@@ -103,62 +99,13 @@ def rate(per_s: float) -> str:
 # --- server processes ----------------------------------------------------------------------------
 
 
-class ServerProcess:
-    """A server in its own process, awaited until its stdout says where it listens."""
-
-    def __init__(self, name: str, argv: list[str], pattern: re.Pattern[str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL
-        )
-        self.match = self._await(pattern)
+class WorkflowServer(ServerProcess):
+    """A workflow server (ours or raw) in its own process, awaited until its stdout says
+    where it listens."""
 
     @property
     def port(self) -> int:
         return int(self.match.group(2) if self.match.re is LISTENING else self.match["port"])
-
-    def _await(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        assert self.process.stdout is not None
-        descriptor = self.process.stdout.fileno()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        seen = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([descriptor], [], [], 0.5)
-            if ready:
-                chunk = os.read(descriptor, 65536)
-                if not chunk:
-                    break
-                seen += chunk
-                found = pattern.search(seen.decode(errors="replace"))
-                if found:
-                    return found
-            elif self.process.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(
-            f"{self.name} did not start; stdout {seen.decode(errors='replace')!r}; log:\n"
-            + self.log_path.read_text(errors="replace")[-2000:]
-        )
-
-    def cpu_s(self) -> float:
-        """User + system CPU time used so far, seconds."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM, wait (then SIGKILL). Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout_s)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log.close()
 
 
 def raw_server_main(secret_key_file: str | None) -> None:
@@ -215,7 +162,7 @@ class Side:
     """A server to measure against, and how a client reaches it."""
 
     name: str
-    server: ServerProcess
+    server: WorkflowServer
     port: int
     client_keys: tuple[bytes, bytes] | None  # (public, secret)
     server_key: bytes | None
@@ -227,7 +174,7 @@ class Bench:
     def __init__(self, sizes: Sizes, workdir: Path) -> None:
         self.sizes = sizes
         self.workdir = workdir
-        self.servers: list[ServerProcess] = []
+        self.servers: list[WorkflowServer] = []
         self.sides: dict[str, Side] = {}
         self.rows: list[Row] = []
         self.details: list[str] = []
@@ -235,9 +182,9 @@ class Bench:
         self.cpu: dict[str, float] = {}
         self.requests: dict[str, int] = {}
 
-    def start(self, name: str, argv: list[str], pattern: re.Pattern[str]) -> ServerProcess:
+    def start(self, name: str, argv: list[str], pattern: re.Pattern[str]) -> WorkflowServer:
         progress(f"starting {name}")
-        server = ServerProcess(name, argv, pattern, self.workdir)
+        server = WorkflowServer(name, argv, pattern, self.workdir)
         self.servers.append(server)
         return server
 
