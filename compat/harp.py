@@ -441,7 +441,30 @@ def _client_ssl_context(ca_file: str | None, check_hostname: bool) -> ssl.SSLCon
     return context
 
 
-class JSONConnection:
+class _ClosedOnExit:
+    """Closes on leaving a ``with`` block and when garbage-collected (``close()`` is
+    idempotent in every subclass)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class JSONConnection(_ClosedOnExit):
     """A TCP connection carrying JSON lines (one JSON value per ``\\n``-terminated line).
 
     Connected on construction; usable as a context manager (leaving it closes)::
@@ -550,21 +573,6 @@ class JSONConnection:
         except ValueError as exc:
             self.close()
             raise CommunicationError(f"reply line is not JSON: {exc}") from exc
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
 
 
 class JSONSSLConnection(JSONConnection):
@@ -892,7 +900,7 @@ class RemoteCall:
         ValueError: ``job_id`` is not a lowercase UUID string.
     """
 
-    class StreamIterator:
+    class StreamIterator(_ClosedOnExit):
         """Iterator over a job's stream packets (``follow()`` / ``stream()``).
 
         Yields each packet's data (or ``(packet_number, data)`` pairs when ``numbered``),
@@ -969,21 +977,6 @@ class RemoteCall:
             close = getattr(self._conn, "close", None)
             if close is not None:
                 _blocking(close)
-
-        def __enter__(self) -> Self:
-            return self
-
-        def __exit__(
-            self,
-            exc_type: type[BaseException] | None,
-            exc: BaseException | None,
-            tb: TracebackType | None,
-        ) -> None:
-            self.close()
-
-        def __del__(self) -> None:
-            with contextlib.suppress(Exception):
-                self.close()
 
     def __init__(self, dispatcher: HarpCaller, job_id: str) -> None:
         if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
@@ -1466,7 +1459,7 @@ def _agent_stream(lines: Iterator[dict[str, Any]]) -> Iterator[Any]:
             return
 
 
-class HarpStreamIterator:
+class HarpStreamIterator(_ClosedOnExit):
     """Iterator over a streamed result from :class:`HarpServer`: the streamed values,
     then a :class:`Result` with the end result (tells streamed results apart from single
     ones, which are returned as plain values).
@@ -1503,18 +1496,3 @@ class HarpStreamIterator:
         close = getattr(self._iterator, "close", None)
         if close is not None:
             _blocking(close)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
