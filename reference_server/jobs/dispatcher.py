@@ -362,6 +362,7 @@ class Dispatcher(DispatcherServerBase):
             return
         try:
             self.hosts = load_config(self.config.source).hosts
+            self._ssl_contexts.clear()  # a CA file may have changed too
         except (OSError, ValueError) as exc:
             logger.error("hosts not reloaded: %s", exc)
         else:
@@ -704,8 +705,6 @@ class Dispatcher(DispatcherServerBase):
         bundle costs more than a handshake)."""
         context = self._ssl_contexts.get(host)
         if context is None:
-            if len(self._ssl_contexts) > 4 * len(self.hosts) + 16:
-                self._ssl_contexts.clear()  # entries of hosts since reloaded away
             context = self._ssl_contexts[host] = host.ssl_context()
         return context
 
