@@ -14,28 +14,53 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from runwire import __version__
 
-#: Modules under ``runwire.commands`` that add a subcommand, in help order.
-SUBCOMMANDS = ("codegen", "serve", "jobs", "workflow", "conformance")
+from .lazy_subparsers import LazySubParsersAction, Loader, add_lazy_subparsers
+
+#: Subcommand -> (the module under ``runwire.commands`` whose ``register(subparsers)`` adds
+#: its parser, the one line of ``runwire --help``), in help order. Only the module of the
+#: subcommand on the command line is imported (tests/cli/test_main.py checks that each line
+#: matches what the module registers).
+SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "codegen": ("runwire.commands.codegen", "regenerate generated/ from schemas/"),
+    "serve": ("runwire.commands.serve", "run a reference server"),
+    "jobs": (
+        "runwire.commands.jobs",
+        "jobs family commands (dispatcher client, agent passwords)",
+    ),
+    "workflow": (
+        "runwire.commands.workflow",
+        "talk to a running workflow (client, pause, stop, hold, status...)",
+    ),
+    "conformance": ("runwire.commands.conformance", "run the conformance suite against a server"),
+}
+
+
+def _register_from(module_name: str) -> Loader:
+    """The loader that imports `module_name` and calls its ``register``."""
+
+    def load(sub: LazySubParsersAction) -> None:
+        importlib.import_module(module_name).register(sub)
+
+    return load
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``runwire`` command."""
+    """The argument parser of the ``runwire`` command.
+
+    Cheap: it imports no subcommand module; the chosen subcommand's parser is built when
+    parsing reaches it (:mod:`runwire.lazy_subparsers`).
+    """
     parser = argparse.ArgumentParser(
         prog="runwire", description="Spec-first wire protocols for steering long-running work."
     )
     parser.add_argument("--version", action="version", version=f"runwire {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"runwire.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"runwire.commands.{name}":
-                raise
-            continue  # not built yet
-        module.register(sub)
+    sub = add_lazy_subparsers(parser, dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub.add_lazy_parser(name, help_text, _register_from(module_name))
     return parser
 
 
