@@ -13,17 +13,22 @@ same run, on the same machine, with the same security:
 - ours: ``runwire serve workflow`` (the conformance workflow, started ``--paused`` so no job
   runs beside the measurement) in its own process, plain TCP (``--insecure-loopback``) or
   CurveZMQ (its keys in the run directory's ``.service``), and in this process the generated
-  :class:`~runwire.generated.workflow.client.WorkflowClient` sending ``ping_workflow`` with
-  validation on (the client validates the request and the reply against the schemas; the
-  server validates the request and the reply too).
+  clients sending ``ping_workflow`` with validation on (the client validates the request and
+  the reply against the schemas; the server validates the request and the reply too):
+  :class:`~runwire.generated.workflow.client.WorkflowSyncClient` (blocking, as the raw sync
+  REQ client) and :class:`~runwire.generated.workflow.client.WorkflowClient` (asyncio, as
+  the raw asyncio one).
 
 Rows (``id`` column), their targets and what is measured:
 
-``rt-plain``      ``ping_workflow`` round trip (p50 over many sequential requests), ours /
-                  raw REQ/REP, plain TCP. Target: at most 2×.
+``rt-plain``      ``ping_workflow`` round trip (p50 over many sequential requests), ours
+                  (blocking client, our server) / raw sync REQ -> raw sync ROUTER, plain
+                  TCP. Target: at most 2×.
 ``rt-curve``      the same with CurveZMQ on both sides. Target: at most 2×.
-``rt-async``      the raw round trip with a ``zmq.asyncio`` REQ client / with the sync one
-                  (information: what asyncio alone costs; our client is asyncio).
+``rt-asyncio``    the same with asyncio clients, CurveZMQ: ours (async client, our server) /
+                  raw asyncio REQ -> raw asyncio ROUTER. Target: at most 2×.
+``rt-async``      the raw round trip with asyncio at both ends / sync at both ends
+                  (information: what an event loop alone costs).
 ``curve-cost``    CurveZMQ round trip / plain one, ours and raw (information).
 ``rps-1``         requests per second of one client looping (CurveZMQ), ours / raw.
 ``rps-8``         requests per second of eight concurrent clients (CurveZMQ; one REQ socket
@@ -250,6 +255,17 @@ class Bench:
             LOCALHOST, side.port, security=security, timeout_s=30.0, context=context
         )
 
+    def ours_sync_client(self, side: Side, context: zmq.Context[Any]) -> Any:
+        from runwire.generated.workflow import WorkflowSyncClient
+        from runwire.runtime.transport.zmq_security import CurveClientSecurity, CurveKeyPair
+
+        security = None
+        if side.client_keys is not None and side.server_key is not None:
+            security = CurveClientSecurity(CurveKeyPair(*side.client_keys), side.server_key)
+        return WorkflowSyncClient(
+            LOCALHOST, side.port, security=security, timeout_s=30.0, context=context
+        )
+
     def raw_socket(self, side: Side, context: zmq.Context[Any]) -> zmq.Socket[Any]:
         socket = context.socket(zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
@@ -277,6 +293,10 @@ class Bench:
                 raw_side = self.sides[f"raw-{security}"]
                 async_side = self.sides[f"raw-async-{security}"]
                 timers[f"ours-{security}"] = (
+                    _timed_ours_sync(self.ours_sync_client(ours_side, sync_context)),
+                    ours_side,
+                )
+                timers[f"ours-async-{security}"] = (
                     _timed_ours(self.ours_client(ours_side, async_context)),
                     ours_side,
                 )
@@ -288,13 +308,17 @@ class Bench:
                     _timed_async(self.raw_socket(async_side, async_context)),  # type: ignore[arg-type]
                     async_side,
                 )
-                # the split: our server alone (raw sync client), our client alone (raw
-                # asyncio server)
+                # the split: our server alone (raw sync client), our clients alone (raw
+                # servers of the same kind)
                 timers[f"ours-server-{security}"] = (
                     _timed_sync(self.raw_socket(ours_side, sync_context)),
                     ours_side,
                 )
                 timers[f"ours-client-{security}"] = (
+                    _timed_ours_sync(self.ours_sync_client(raw_side, sync_context)),
+                    raw_side,
+                )
+                timers[f"ours-async-client-{security}"] = (
                     _timed_ours(self.ours_client(async_side, async_context)),
                     async_side,
                 )
@@ -330,17 +354,18 @@ class Bench:
                     {"ours_s": ours, "raw_s": raw, "ratio": ratio},
                 )
             )
-        ours, async_raw = p50["ours-curve"], p50["raw-async-curve"]
+        ours, async_raw = p50["ours-async-curve"], p50["raw-async-curve"]
+        ratio = ours / async_raw
         self.rows.append(
             Row(
                 "rt-asyncio",
-                "round trip p50, ours / raw asyncio REQ -> asyncio ROUTER (CurveZMQ)",
+                "ping_workflow round trip p50, asyncio clients (CurveZMQ)",
                 us(ours),
                 us(async_raw),
-                f"{ours / async_raw:.2f}x",
-                "-",
-                "info",
-                {"ours_s": ours, "raw_s": async_raw, "ratio": ours / async_raw},
+                f"{ratio:.2f}x",
+                "<= 2x",
+                verdict(ratio <= 2.0),
+                {"ours_s": ours, "raw_s": async_raw, "ratio": ratio},
             )
         )
         sync_raw = p50["raw-curve"]
@@ -377,8 +402,10 @@ class Bench:
             )
         self.details.append(
             "split (CurveZMQ, p50): our server with a raw sync client "
-            f"{us(p50['ours-server-curve'])} (raw server {us(p50['raw-curve'])}); our client "
-            f"with the raw asyncio server {us(p50['ours-client-curve'])} (raw asyncio client "
+            f"{us(p50['ours-server-curve'])} (raw server {us(p50['raw-curve'])}); our blocking "
+            f"client with the raw sync server {us(p50['ours-client-curve'])} (raw sync client "
+            f"{us(p50['raw-curve'])}); our async client with the raw asyncio server "
+            f"{us(p50['ours-async-client-curve'])} (raw asyncio client "
             f"{us(p50['raw-async-curve'])})"
         )
         for name in ("ours-plain", "raw-plain", "ours-curve", "raw-curve", "raw-async-curve"):
@@ -460,6 +487,19 @@ def _timed_ours(client: Any) -> Callable[[int], Awaitable[list[float]]]:
         for _ in range(count):
             started = time.perf_counter()
             data = await client.ping_workflow()
+            samples.append(time.perf_counter() - started)
+            assert data.root is True
+        return samples
+
+    return timed
+
+
+def _timed_ours_sync(client: Any) -> Callable[[int], Awaitable[list[float]]]:
+    async def timed(count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            data = client.ping_workflow()
             samples.append(time.perf_counter() - started)
             assert data.root is True
         return samples

@@ -31,9 +31,10 @@ server of the workflow family::
 
 How it maps to the wire
 -----------------------
-Requests go through the generated :class:`~runwire.generated.workflow.WorkflowClient`
-(``{"command", "args", "meta", "id"}`` on a REQ socket, CURVE keys from ``.service/``,
-replies validated). An error envelope raises :class:`RequestError` with the server's
+Requests go through the generated clients (:class:`~runwire.generated.workflow.WorkflowClient`
+for ``async_request``, :class:`~runwire.generated.workflow.WorkflowSyncClient` for
+``serial_request``): ``{"command", "args", "meta", "id"}`` on a REQ socket, CURVE keys from
+``.service/``, replies validated. An error envelope raises :class:`RequestError` with the server's
 message (and our ``code``); no reply within the timeout raises :class:`ClientTimeout`.
 
 Differences from the original client
@@ -53,30 +54,29 @@ Differences from the original client
 - The endpoints are runwire's (``api``, ``ping_workflow``, the control commands,
   ``entire_workflow``, ``data_elements``), not the original's ``graphql`` and ``pb_*``
   (calling those gives the server's ``unknown_command`` :class:`RequestError`).
-- ``serial_request`` also works when the calling thread runs an event loop (it then runs on
-  a helper thread and blocks that loop, as the original's synchronous poll does).
+- ``serial_request`` blocks on its own REQ socket (the generated
+  :class:`~runwire.generated.workflow.WorkflowSyncClient`) instead of running an event loop,
+  so it also works where an event loop runs (blocking that loop for the call).
 - Additions (keyword-only): ``run_root`` (default ``$RUNWIRE_RUN_ROOT`` or ``~/runwire-run``);
   the ``publish_port`` attribute; :meth:`~WorkflowRuntimeClient.stop` / ``with`` to close.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import contextlib
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 
 import zmq
 import zmq.asyncio
 
-from runwire.generated.workflow import WorkflowClient
+from runwire.generated.workflow import WorkflowClient, WorkflowSyncClient
 from runwire.reference_server.workflow import contact as contact_files
-from runwire.runtime.endpoint import SyncRunner
 from runwire.runtime.errors import (
     LocalProtocolError,
     RemoteProtocolError,
@@ -96,8 +96,6 @@ __all__ = [
     "WorkflowRuntimeClient",
     "WorkflowStopped",
 ]
-
-T = TypeVar("T")
 
 DEFAULT_TIMEOUT: Final = 5.0
 """Seconds a request waits for its reply unless told otherwise (the original's default)."""
@@ -297,7 +295,9 @@ class WorkflowRuntimeClient:
         self._client = WorkflowClient(
             self.host, self.port, security=self.security, timeout_s=self.timeout, context=context
         )
-        self._runner = SyncRunner()
+        self._sync_client = WorkflowSyncClient(
+            self.host, self.port, security=self.security, timeout_s=self.timeout, context=context
+        )
 
     # --- discovery -----------------------------------------------------------------------
 
@@ -363,11 +363,41 @@ class WorkflowRuntimeClient:
             ClientError: anything else (a malformed reply, a socket failure).
         """
         wait_s = _seconds(timeout, self.timeout)
-        meta = {**self.header, **(req_meta or {})}
-        try:
+        with self._translated(command, wait_s):
             return await self._client.request(
-                command, dict(args or {}), timeout_s=wait_s, meta=meta
+                command,
+                dict(args or {}),
+                timeout_s=wait_s,
+                meta={**self.header, **(req_meta or {})},
             )
+
+    def serial_request(
+        self,
+        command: str,
+        args: Mapping[str, Any] | None = None,
+        timeout: float | str | None = None,
+        req_meta: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send a request and wait for its reply; see :meth:`async_request` (same arguments,
+        return value and exceptions). For convenience, call the client itself. It blocks in
+        the socket (no event loop), so it also works where an event loop runs, blocking
+        that loop for the call, as the original's synchronous request does."""
+        wait_s = _seconds(timeout, self.timeout)
+        with self._translated(command, wait_s):
+            return self._sync_client.request(
+                command,
+                dict(args or {}),
+                timeout_s=wait_s,
+                meta={**self.header, **(req_meta or {})},
+            )
+
+    __call__ = serial_request
+
+    @contextlib.contextmanager
+    def _translated(self, command: str, wait_s: float) -> Iterator[None]:
+        """Raise the original's exceptions for the wire client's."""
+        try:
+            yield
         except Timeout:
             if self.timeout_handler is not None:
                 self.timeout_handler()
@@ -389,36 +419,13 @@ class WorkflowRuntimeClient:
         except (zmq.ZMQError, RunwireError) as exc:
             raise ClientError(f"{command!r} failed: {exc}", workflow=self.workflow) from None
 
-    def serial_request(
-        self,
-        command: str,
-        args: Mapping[str, Any] | None = None,
-        timeout: float | str | None = None,
-        req_meta: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Send a request and wait for its reply; see :meth:`async_request` (same arguments,
-        return value and exceptions). For convenience, call the client itself."""
-        return self._run(self.async_request(command, args, timeout, req_meta))
-
-    __call__ = serial_request
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._runner.run(coroutine)
-        # inside an event loop: run on a helper thread (this blocks the caller's loop)
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cylc-client") as pool:
-            return pool.submit(self._runner.run, coroutine).result()
-
     # --- lifecycle -----------------------------------------------------------------------
 
     def stop(self, stop_loop: bool = True) -> None:
-        """Close the socket (and, with ``stop_loop``, the private event loop). The client may
-        be used again afterwards (a new socket is made)."""
+        """Close the sockets. The client may be used again afterwards (new sockets are made).
+        ``stop_loop`` is accepted for the original's signature; there is no private loop."""
         self._client.close()
-        if stop_loop:
-            self._runner.close()
+        self._sync_client.close()
 
     close = stop
 

@@ -176,13 +176,13 @@ class WorkflowRuntimeServer(WorkflowServerBase):
 
     # --- handlers --------------------------------------------------------------------------
 
-    async def handle_api(self, args: models.ApiArgs, context: RequestContext) -> models.ApiData:
+    def handle_api(self, args: models.ApiArgs, context: RequestContext) -> models.ApiData:
         """The command names, or one command's documentation (Cylc's ``api``)."""
         if args.endpoint is None:
             return models.ApiData(self.command_names())
         return models.ApiData(self.describe_command(args.endpoint))
 
-    async def handle_ping_workflow(
+    def handle_ping_workflow(
         self, args: models.PingWorkflowArgs, context: RequestContext
     ) -> models.PingData:
         """Always true (the seed's ``ping_workflow``)."""
@@ -201,85 +201,85 @@ class WorkflowRuntimeServer(WorkflowServerBase):
             )
         return models.ControlResult.model_validate(reply, strict=False)
 
-    async def handle_pause(
+    def handle_pause(
         self, args: models.PauseArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``pause``."""
         return self._control("pause", args, context)
 
-    async def handle_resume(
+    def handle_resume(
         self, args: models.ResumeArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``resume``."""
         return self._control("resume", args, context)
 
-    async def handle_stop(
+    def handle_stop(
         self, args: models.StopArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``stop`` (modes clean, now, kill; at a cycle point; after a task)."""
         return self._control("stop", args, context)
 
-    async def handle_hold(
+    def handle_hold(
         self, args: models.HoldArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``hold``."""
         return self._control("hold", args, context)
 
-    async def handle_release(
+    def handle_release(
         self, args: models.ReleaseArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``release``."""
         return self._control("release", args, context)
 
-    async def handle_trigger(
+    def handle_trigger(
         self, args: models.TriggerArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``trigger``."""
         return self._control("trigger", args, context)
 
-    async def handle_kill(
+    def handle_kill(
         self, args: models.KillArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``kill``."""
         return self._control("kill", args, context)
 
-    async def handle_poll(
+    def handle_poll(
         self, args: models.PollArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``poll``."""
         return self._control("poll", args, context)
 
-    async def handle_remove(
+    def handle_remove(
         self, args: models.RemoveArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``remove``."""
         return self._control("remove", args, context)
 
-    async def handle_set(
+    def handle_set(
         self, args: models.SetArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``set``."""
         return self._control("set", args, context)
 
-    async def handle_message(
+    def handle_message(
         self, args: models.MessageArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue a job's ``message`` (started, succeeded, failed, custom outputs)."""
         return self._control("message", args, context)
 
-    async def handle_broadcast(
+    def handle_broadcast(
         self, args: models.BroadcastArgs, context: RequestContext
     ) -> models.ControlResult:
         """Queue ``broadcast`` (put or clear runtime overrides)."""
         return self._control("broadcast", args, context)
 
-    async def handle_entire_workflow(
+    def handle_entire_workflow(
         self, args: models.EntireWorkflowArgs, context: RequestContext
     ) -> models.EntireWorkflow:
         """The whole data store (in place of ``pb_entire_workflow``)."""
         return models.EntireWorkflow.model_validate(self.scheduler.snapshot(), strict=False)
 
-    async def handle_data_elements(
+    def handle_data_elements(
         self, args: models.DataElementsArgs, context: RequestContext
     ) -> models.DataElements:
         """One element type's current elements (in place of ``pb_data_elements``).

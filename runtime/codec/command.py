@@ -9,7 +9,7 @@ optional request ``id`` echoed in the reply and an error ``code``.
 :class:`EnvelopeError` naming the error ``code`` and a cylc-like ``message``; the caller
 answers with :func:`encode_error` and keeps serving (the original's defect 1: a non-object
 request killed its server thread). :func:`encode_reply` and :func:`encode_error` build the
-reply frame. No sockets, no asyncio.
+reply frame, :func:`encode_request` a client's request frame. No sockets, no asyncio.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from runwire.runtime.errors import RemoteProtocolError
 
@@ -27,6 +27,7 @@ __all__ = [
     "decode_request",
     "encode_error",
     "encode_reply",
+    "encode_request",
     "json_type_name",
 ]
 
@@ -134,8 +135,22 @@ def decode_request(frame: bytes, *, max_message_bytes: int) -> CommandRequest:
     return CommandRequest(command=command, message=message, request_id=request_id)
 
 
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""One encoder for every frame (``json.dumps`` with options builds a new one per call)."""
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
+
+
+def encode_request(message: Mapping[str, Any]) -> bytes:
+    """The frame of a request envelope (compact UTF-8 JSON).
+
+    Raises:
+        TypeError, ValueError: ``message`` is not JSON-serialisable (NaN and infinities
+            included).
+    """
+    return _dumps(message)
 
 
 def encode_reply(data: Any, request_id: str | None = None) -> bytes:

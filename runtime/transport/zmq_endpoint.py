@@ -46,11 +46,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
@@ -64,6 +66,7 @@ from runwire.runtime.codec.command import (
     decode_request,
     encode_error,
     encode_reply,
+    encode_request,
     json_type_name,
 )
 from runwire.runtime.errors import (
@@ -98,6 +101,7 @@ __all__ = [
     "ZmqClientBase",
     "ZmqServerBase",
     "ZmqSubscriberBase",
+    "ZmqSyncClientBase",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,6 +269,9 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _EVENTS = int(zmq.EVENTS)
 _NOBLOCK = int(zmq.NOBLOCK)
+_SNDTIMEO = int(zmq.SNDTIMEO)
+_RCVTIMEO = int(zmq.RCVTIMEO)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
 class SyncSocket(zmq.Socket[bytes]):
@@ -458,7 +465,8 @@ class Publisher:
                 await task
 
 
-Handler = Callable[[Any, RequestContext], Awaitable[Any]]
+Handler = Callable[[Any, RequestContext], Any]
+"""A handler returns the reply's data, or an awaitable of it (an ``async def`` handler)."""
 
 
 class ZmqServerBase(abc.ABC):
@@ -780,9 +788,12 @@ class ZmqServerBase(abc.ABC):
     # --- the serving loop -----------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Read every waiting request (up to ``max_in_flight`` in flight) and start answering
-        each. Called when the router's FD is readable, after each reply is sent and when a
-        request finishes (the FD is edge-triggered: whatever is queued must be read now)."""
+        """Read every waiting request (up to ``max_in_flight`` in flight) and answer each.
+
+        Called when the router's FD is readable, after each reply a task sends and when a
+        task finishes (the FD is edge-triggered: whatever is queued must be read now). A
+        request whose handler is a plain function is answered right here, in this turn of
+        the event loop; one whose handler returns an awaitable is finished by a task."""
         router = self._router
         if router is None or router.watched_by is None:
             return
@@ -799,7 +810,23 @@ class ZmqServerBase(abc.ABC):
                     return
                 logger.exception("receive failed; serving on")
                 continue
-            task = asyncio.ensure_future(self._answer(router, frames))
+            route, body = _split_route(frames)
+            if len(body) != 1:
+                self.requests_served += 1
+                self._send(
+                    router,
+                    route,
+                    self._error(
+                        f"Request must be one frame, got {len(body)}", "invalid_request", None
+                    ),
+                )
+                continue
+            outcome = self._begin(body[0], route[0] if route else b"")
+            if isinstance(outcome, bytes):
+                # the loop's next EVENTS check also catches an edge this send consumed
+                self._send(router, route, outcome)
+                continue
+            task = asyncio.ensure_future(self._answer_later(router, route, outcome))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
 
@@ -809,27 +836,35 @@ class ZmqServerBase(abc.ABC):
             logger.error("request task failed", exc_info=task.exception())
         self._drain()
 
-    async def _answer(self, router: SyncSocket, frames: list[bytes]) -> None:
-        route, body = _split_route(frames)
-        peer = route[0] if route else b""
-        if len(body) != 1:
-            reply = encode_error(f"Request must be one frame, got {len(body)}", "invalid_request")
-            self.errors_sent += 1
-        else:
-            reply = await self.serve_frame(body[0], peer=peer)
+    def _send(self, router: SyncSocket, route: list[bytes], reply: bytes) -> None:
         if router.closed:
             return
         try:
             # ROUTER never blocks a send: beyond SNDHWM (or to a peer gone) libzmq drops it
-            router.send_multipart([*route, reply], _NOBLOCK)
+            for frame in route:
+                router.send(frame, _SNDMORE_NOBLOCK)
+            router.send(reply, _NOBLOCK)
         except zmq.ZMQError as exc:
-            logger.warning("reply not sent to %r: %s", peer, exc)
+            logger.warning("reply not sent to %r: %s", route[0] if route else b"", exc)
+
+    async def _answer_later(
+        self, router: SyncSocket, route: list[bytes], pending: Awaitable[bytes]
+    ) -> None:
+        self._send(router, route, await pending)
         # a send may consume the FD's edge: look for requests that arrived meanwhile
         self._drain()
 
     async def serve_frame(self, frame: bytes, *, peer: bytes = b"") -> bytes:
         """Serve one request frame and return the reply frame. Never raises (except
         cancellation): every failure becomes an error envelope."""
+        outcome = self._begin(frame, peer)
+        return outcome if isinstance(outcome, bytes) else await outcome
+
+    def _begin(self, frame: bytes, peer: bytes) -> bytes | Coroutine[Any, Any, bytes]:
+        """Decode, validate and dispatch one request frame. Returns the reply frame when the
+        handler returned its data at once (a plain ``def`` handler), else a coroutine that
+        awaits the handler (bounded by ``handler_timeout_s``) and returns the reply frame.
+        Never raises: every failure becomes an error envelope."""
         self.requests_served += 1
         request_id: str | None = None
         try:
@@ -840,30 +875,48 @@ class ZmqServerBase(abc.ABC):
                 raise EnvelopeError(
                     f"No method by the name {request.command!r}", "unknown_command", request_id
                 )
-            data = await self._dispatch(spec, request.message, request_id, peer)
-            return self._encode_data(spec, data, request_id)
-        except EnvelopeError as exc:
+            result = self._dispatch(spec, request.message, request_id, peer)
+            if inspect.isawaitable(result):
+                return self._finish(spec, result, request_id)
+            return self._encode_data(spec, result, request_id)
+        except Exception as exc:
+            return self._failure(exc, request_id)
+
+    async def _finish(
+        self, spec: CommandSpec, pending: Awaitable[Any], request_id: str | None
+    ) -> bytes:
+        try:
+            async with asyncio.timeout(self.handler_timeout_s):
+                data = await pending
+        except Exception as exc:
+            return self._failure(exc, request_id)
+        return self._encode_data(spec, data, request_id)
+
+    def _failure(self, exc: Exception, request_id: str | None) -> bytes:
+        """The error envelope for a failure while serving a request."""
+        if isinstance(exc, EnvelopeError):
             return self._error(exc.message, exc.code, exc.request_id)
-        except CommandError as exc:
+        if isinstance(exc, CommandError):
             return self._error(exc.message, exc.code, request_id)
-        except ProtocolError as exc:
+        if isinstance(exc, ProtocolError):
             return self._error(exc.message, exc.error_type, request_id)
-        except TimeoutError:
+        if isinstance(exc, TimeoutError):
             logger.error("handler timed out after %s s", self.handler_timeout_s)
             return self._error(
                 f"internal error: the command did not finish within {self.handler_timeout_s:g} s",
                 "internal_error",
                 request_id,
             )
-        except Exception as exc:
-            logger.exception("handler failed; serving on")
-            return self._error(
-                f"internal error: {type(exc).__name__}: {exc}", "internal_error", request_id
-            )
+        logger.error("handler failed; serving on", exc_info=exc)
+        return self._error(
+            f"internal error: {type(exc).__name__}: {exc}", "internal_error", request_id
+        )
 
-    async def _dispatch(
+    def _dispatch(
         self, spec: CommandSpec, message: Mapping[str, Any], request_id: str | None, peer: bytes
     ) -> Any:
+        """Validate the request against its schema and call the handler; returns what the
+        handler returns (data, or an awaitable of it)."""
         validator = self.registry.validator(spec.request_uri)
         if not validator.is_valid(message):
             try:
@@ -884,8 +937,7 @@ class ZmqServerBase(abc.ABC):
             received_s=time.time(),
         )
         handler: Handler = getattr(self, spec.handler)
-        async with asyncio.timeout(self.handler_timeout_s):
-            return await handler(args, context)
+        return handler(args, context)
 
     def _encode_data(self, spec: CommandSpec, data: Any, request_id: str | None) -> bytes:
         wire = to_json(data)
@@ -931,55 +983,36 @@ def _split_route(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 # --- client --------------------------------------------------------------------------------
 
 
-class ZmqClientBase:
-    """Mechanics of a generated ZeroMQ command client (REQ, Lazy Pirate).
-
-    One request at a time per client (calls from several tasks queue up on a lock); use
-    several clients for parallel requests. Every call has a timeout; on a timeout, or any
-    failure while a request is outstanding (cancellation included), the REQ socket is
-    closed with linger 0 and the next call makes a new one. Requests are not resent
-    (control commands are not idempotent): the caller decides whether to retry.
-
-    Args:
-        host, port: where the server's request socket listens.
-        security: CURVE keys; None only for a server run with ``insecure_loopback``.
-        timeout_s: default bound on one call, in seconds (the original's default: 5).
-        header: the ``meta`` header sent with every request (the original's ``header``),
-            or None to send none.
-        context: a ``zmq.asyncio.Context`` (default: the process-wide instance).
-        registry: schema registry (default: the packaged schemas).
-        max_reply_bytes: largest reply accepted; libzmq drops larger ones (then: Timeout).
-        send_request_ids: send the ``id`` extension and check it is echoed.
-    """
+class _ClientCommon:
+    """What the async and the blocking command clients share: the REQ socket's making and
+    dropping (Lazy Pirate), the request envelope and the reply's checks. No waiting here."""
 
     COMMANDS: ClassVar[Mapping[str, CommandSpec]] = {}
     ERROR_REPLY_URI: ClassVar[str | None] = None
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        host: str,
+        port: int,
         *,
-        security: CurveClientSecurity | None = None,
-        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
-        header: Mapping[str, Any] | None = None,
-        context: zmq.asyncio.Context | None = None,
-        registry: SchemaRegistry | None = None,
-        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-        send_request_ids: bool = True,
+        security: CurveClientSecurity | None,
+        timeout_s: float,
+        header: Mapping[str, Any] | None,
+        context: zmq.Context[Any],
+        registry: SchemaRegistry | None,
+        max_reply_bytes: int,
+        send_request_ids: bool,
     ) -> None:
         self.host = host
         self.port = port
         self.security = security
         self.timeout_s = timeout_s
         self.header: dict[str, Any] | None = dict(header) if header is not None else None
-        self.context = context or zmq.asyncio.Context.instance()
+        self.context = context
         self.registry = registry or SchemaRegistry.from_package()
         self.max_reply_bytes = max_reply_bytes
         self.send_request_ids = send_request_ids
         self._socket: SyncSocket | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._lock: asyncio.Lock | None = None
         self.resets = 0
 
     @property
@@ -999,6 +1032,149 @@ class ZmqClientBase:
             socket.setsockopt(zmq.CURVE_SERVERKEY, self.security.server_public_key)
         socket.connect(self.address)
         return socket
+
+    def _drop(self) -> bool:
+        """Close the REQ socket (linger 0, which stops any FD watch); True if there was one."""
+        socket, self._socket = self._socket, None
+        if socket is None:
+            return False
+        socket.close(linger=0)
+        return True
+
+    def _reset(self) -> None:
+        """Lazy Pirate: drop the REQ socket (linger 0); the next call makes a new one."""
+        if self._drop():
+            self.resets += 1
+
+    def close(self) -> None:
+        """Close the socket (the context is left alone). The client can be used again."""
+        self._drop()
+
+    def _timed_out(self, timeout_s: float, what: str) -> Timeout:
+        self._reset()
+        return Timeout(timeout_s, f"reply to {what or 'request'} from {self.address}")
+
+    def build_request(
+        self,
+        command: str,
+        args: JsonLike = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The request envelope: ``{"command", "args", "meta"?, "id"?}``; ``meta`` is the
+        client's header merged with ``meta`` (as the original merges ``req_meta``)."""
+        wire_args = to_json(args)
+        message: dict[str, Any] = {
+            "command": command,
+            "args": {} if wire_args is None else wire_args,
+        }
+        merged = {**(self.header or {}), **(meta or {})}
+        if merged or self.header is not None:
+            message["meta"] = merged
+        if request_id is not None:
+            message["id"] = request_id
+        return message
+
+    def _encode_request(
+        self, command: str, args: JsonLike, meta: Mapping[str, Any] | None
+    ) -> tuple[bytes, CommandSpec | None, str | None]:
+        """The request frame, the command's spec (None: unchecked) and the id sent.
+
+        Raises:
+            LocalProtocolError: the request breaks its schema, or is not JSON.
+        """
+        request_id = uuid.uuid4().hex if self.send_request_ids else None
+        message = self.build_request(command, args, meta=meta, request_id=request_id)
+        spec = self.COMMANDS.get(command)
+        if spec is not None:
+            self.registry.validator(spec.request_uri).check(message, outbound=True)
+        try:
+            frame = encode_request(message)
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"request is not JSON: {exc}") from exc
+        return frame, spec, request_id
+
+    def _read_reply(
+        self, raw: bytes, command: str, spec: CommandSpec | None, request_id: str | None
+    ) -> Any:
+        try:
+            reply = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RemoteProtocolError(f"reply to {command!r} is not JSON: {exc}") from exc
+        if not isinstance(reply, dict):
+            raise RemoteProtocolError(
+                f"reply to {command!r} must be a JSON object, not {json_type_name(reply)}"
+            )
+        echoed = reply.get("id")
+        if request_id is not None and echoed is not None and echoed != request_id:
+            raise RemoteProtocolError(
+                f"reply to {command!r} echoes id {echoed!r}, not {request_id!r}"
+            )
+        if "error" in reply:
+            if self.ERROR_REPLY_URI is not None:
+                self.registry.validator(self.ERROR_REPLY_URI).check(reply)
+            error = reply["error"]
+            raise RequestError(
+                error if isinstance(error, dict) else {"message": str(error)}, command, request_id
+            )
+        if spec is not None:
+            self.registry.validator(spec.reply_uri).check(reply)
+        elif "data" not in reply:
+            raise RemoteProtocolError(f"reply to {command!r} has neither data nor error")
+        return reply["data"]
+
+
+class ZmqClientBase(_ClientCommon):
+    """Mechanics of a generated async ZeroMQ command client (REQ, Lazy Pirate).
+
+    One request at a time per client (calls from several tasks queue up on a lock); use
+    several clients for parallel requests. Every call has a timeout; on a timeout, or any
+    failure while a request is outstanding (cancellation included), the REQ socket is
+    closed with linger 0 and the next call makes a new one. Requests are not resent
+    (control commands are not idempotent): the caller decides whether to retry.
+
+    The socket is driven from the event loop (``loop.add_reader`` on its ``zmq.FD``, as the
+    server's), so it needs a selector event loop (the default on POSIX).
+
+    Args:
+        host, port: where the server's request socket listens.
+        security: CURVE keys; None only for a server run with ``insecure_loopback``.
+        timeout_s: default bound on one call, in seconds (the original's default: 5).
+        header: the ``meta`` header sent with every request (the original's ``header``),
+            or None to send none.
+        context: a ``zmq.asyncio.Context`` (default: the process-wide instance).
+        registry: schema registry (default: the packaged schemas).
+        max_reply_bytes: largest reply accepted; libzmq drops larger ones (then: Timeout).
+        send_request_ids: send the ``id`` extension and check it is echoed.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        security: CurveClientSecurity | None = None,
+        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+        header: Mapping[str, Any] | None = None,
+        context: zmq.asyncio.Context | None = None,
+        registry: SchemaRegistry | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        send_request_ids: bool = True,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            security=security,
+            timeout_s=timeout_s,
+            header=header,
+            context=context or zmq.asyncio.Context.instance(),
+            registry=registry,
+            max_reply_bytes=max_reply_bytes,
+            send_request_ids=send_request_ids,
+        )
+        self._waiter: asyncio.Future[None] | None = None
+        self._lock: asyncio.Lock | None = None
 
     def _wake(self) -> None:
         """The socket's FD is readable: wake the call waiting on it (it checks EVENTS)."""
@@ -1023,23 +1199,6 @@ class ZmqClientBase:
                 self._waiter = None
         return True
 
-    def _drop(self) -> bool:
-        """Close the REQ socket (linger 0, which stops the FD watch); True if there was one."""
-        socket, self._socket = self._socket, None
-        if socket is None:
-            return False
-        socket.close(linger=0)
-        return True
-
-    def _reset(self) -> None:
-        """Lazy Pirate: drop the REQ socket (linger 0); the next call makes a new one."""
-        if self._drop():
-            self.resets += 1
-
-    def close(self) -> None:
-        """Close the socket (the context is left alone). The client can be used again."""
-        self._drop()
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -1050,28 +1209,6 @@ class ZmqClientBase:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def build_request(
-        self,
-        command: str,
-        args: JsonLike = None,
-        *,
-        meta: Mapping[str, Any] | None = None,
-        request_id: str | None = None,
-    ) -> dict[str, Any]:
-        """The request envelope: ``{"command", "args", "meta"?, "id"?}``; ``meta`` is the
-        client's header merged with ``meta`` (as the original merges ``req_meta``)."""
-        wire_args = to_json(args)
-        message: dict[str, Any] = {
-            "command": command,
-            "args": {} if wire_args is None else wire_args,
-        }
-        merged = {**(self.header or {}), **(meta or {})}
-        if merged or self.header is not None:
-            message["meta"] = merged
-        if request_id is not None:
-            message["id"] = request_id
-        return message
 
     async def request(
         self,
@@ -1094,15 +1231,7 @@ class ZmqClientBase:
             Timeout: no reply within the timeout (also what an unauthorised CURVE client
                 sees: the server drops it silently). The socket was reset.
         """
-        request_id = uuid.uuid4().hex if self.send_request_ids else None
-        message = self.build_request(command, args, meta=meta, request_id=request_id)
-        spec = self.COMMANDS.get(command)
-        if spec is not None:
-            self.registry.validator(spec.request_uri).check(message, outbound=True)
-        try:
-            frame = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise LocalProtocolError(f"request is not JSON: {exc}") from exc
+        frame, spec, request_id = self._encode_request(command, args, meta)
         raw = await self.exchange(frame, timeout_s=timeout_s, what=command)
         return self._read_reply(raw, command, spec, request_id)
 
@@ -1152,44 +1281,110 @@ class ZmqClientBase:
                     except zmq.Again:
                         continue
             except zmq.Again:
-                self._reset()
-                raise Timeout(
-                    timeout, f"reply to {what or 'request'} from {self.address}"
-                ) from None
+                raise self._timed_out(timeout, what) from None
             except BaseException:
                 self._reset()
                 raise
         assert isinstance(reply, bytes)
         return reply
 
-    def _read_reply(
-        self, raw: bytes, command: str, spec: CommandSpec | None, request_id: str | None
+
+class ZmqSyncClientBase(_ClientCommon):
+    """Mechanics of a generated blocking ZeroMQ command client (REQ, Lazy Pirate).
+
+    The same requests, checks, errors and Lazy Pirate recovery as :class:`ZmqClientBase`,
+    without an event loop: each call blocks (``ZMQ_SNDTIMEO``/``ZMQ_RCVTIMEO`` set to the
+    time left) until the reply comes or the timeout passes (the zguide's ``lpclient``). Usable anywhere, also from code running in
+    an event loop (it then blocks that loop for the call). A ZeroMQ socket belongs to one
+    thread: use one client per thread. Close it (or use ``with``) to release the socket.
+
+    Args: those of :class:`ZmqClientBase`, except ``context``: a ``zmq.Context`` (a
+    ``zmq.asyncio.Context`` works too; default: the process-wide ``zmq.Context.instance()``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        security: CurveClientSecurity | None = None,
+        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+        header: Mapping[str, Any] | None = None,
+        context: zmq.Context[Any] | None = None,
+        registry: SchemaRegistry | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        send_request_ids: bool = True,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            security=security,
+            timeout_s=timeout_s,
+            header=header,
+            context=context or zmq.Context.instance(),
+            registry=registry,
+            max_reply_bytes=max_reply_bytes,
+            send_request_ids=send_request_ids,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def request(
+        self,
+        command: str,
+        args: JsonLike = None,
+        *,
+        timeout_s: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Any:
+        """Send one command and return the reply's ``data`` (JSON), exactly as sent.
+
+        Raises: as :meth:`ZmqClientBase.request`.
+        """
+        frame, spec, request_id = self._encode_request(command, args, meta)
+        raw = self.exchange(frame, timeout_s=timeout_s, what=command)
+        return self._read_reply(raw, command, spec, request_id)
+
+    def exchange(self, frame: bytes, *, timeout_s: float | None = None, what: str = "") -> bytes:
+        """Send one raw frame and return the raw reply frame (Lazy Pirate, timeout).
+
+        Raises:
+            Timeout: no reply within the timeout (the socket was reset).
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if self._socket is not None and self._socket.closed:
+            self._drop()  # closed by context.destroy()
+        if self._socket is None:
+            self._socket = self._connect()
+        socket = self._socket
+        deadline = time.monotonic() + max(0.0, timeout)
         try:
-            reply = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RemoteProtocolError(f"reply to {command!r} is not JSON: {exc}") from exc
-        if not isinstance(reply, dict):
-            raise RemoteProtocolError(
-                f"reply to {command!r} must be a JSON object, not {json_type_name(reply)}"
-            )
-        echoed = reply.get("id")
-        if request_id is not None and echoed is not None and echoed != request_id:
-            raise RemoteProtocolError(
-                f"reply to {command!r} echoes id {echoed!r}, not {request_id!r}"
-            )
-        if "error" in reply:
-            if self.ERROR_REPLY_URI is not None:
-                self.registry.validator(self.ERROR_REPLY_URI).check(reply)
-            error = reply["error"]
-            raise RequestError(
-                error if isinstance(error, dict) else {"message": str(error)}, command, request_id
-            )
-        if spec is not None:
-            self.registry.validator(spec.reply_uri).check(reply)
-        elif "data" not in reply:
-            raise RemoteProtocolError(f"reply to {command!r} has neither data nor error")
-        return reply["data"]
+            # blocking calls bounded by SNDTIMEO/RCVTIMEO (cheaper than zmq_poll first)
+            socket.setsockopt(_SNDTIMEO, _remaining_ms(deadline))
+            socket.send(frame)
+            socket.setsockopt(_RCVTIMEO, _remaining_ms(deadline))
+            reply = socket.recv()
+        except zmq.Again:
+            raise self._timed_out(timeout, what) from None
+        except BaseException:
+            self._reset()
+            raise
+        assert isinstance(reply, bytes)
+        return reply
+
+
+def _remaining_ms(deadline: float) -> int:
+    """Whole milliseconds (rounded up, at least 0) until ``deadline`` (``time.monotonic``)."""
+    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
 
 
 # --- subscriber ----------------------------------------------------------------------------

@@ -32,12 +32,14 @@ def edit(path: Path, change: Any) -> None:
 def test_the_workflow_family_generates_handlers_tables_and_subscriber() -> None:
     files = build(SCHEMAS)
     server, client = files["workflow/server.py"], files["workflow/client.py"]
-    assert "async def handle_stop(" in server and "async def stop(" not in server
+    assert "    def handle_stop(" in server and "async def stop(" not in server
+    assert ") -> models.ControlResult | Awaitable[models.ControlResult]:" in server
     assert (
         '"heartbeat": TopicSpec(' in server
         and 'HEARTBEAT_TOPIC: ClassVar[str | None] = "heartbeat"' in server
     )
     assert "class WorkflowSubscriber(ZmqSubscriberBase):" in client
+    assert "class WorkflowSyncClient(ZmqSyncClientBase):" in client
     assert (
         "async def stop(\n        self,\n        args: models.StopArgs | Mapping[str, Any] | None = None,"
         in client

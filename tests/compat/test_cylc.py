@@ -135,9 +135,9 @@ def test_the_header_and_req_meta_are_sent_as_meta(workflow: Running) -> None:
     assert server is not None
     original = server.handle_ping_workflow
 
-    async def recording(args: Any, context: RequestContext) -> Any:
+    def recording(args: Any, context: RequestContext) -> Any:
         seen.append(context.meta)
-        return await original(args, context)
+        return original(args, context)
 
     server.handle_ping_workflow = recording  # type: ignore[method-assign]
     with client_of(workflow) as client:
@@ -212,7 +212,7 @@ def test_lazy_pirate_a_timeout_does_not_brick_the_client(workflow: Running) -> N
             release.set()
         assert client("ping_workflow") is True
         assert client("ping_workflow") is True
-        assert client._client.resets == 1
+        assert client._sync_client.resets == 1
 
 
 def test_the_timeout_handler_runs_before_client_timeout(workflow: Running) -> None:

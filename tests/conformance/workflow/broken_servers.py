@@ -198,24 +198,22 @@ class DispatchesAttributes(WorkflowRuntimeServer):
     """Answers a command naming any attribute of the server with data (the original's
     defect 2: ``{"command": "__dir__"}`` is dispatched by attribute lookup)."""
 
-    async def serve_frame(self, frame: bytes, *, peer: bytes = b"") -> bytes:
+    def _begin(self, frame: bytes, peer: bytes) -> Any:
         with contextlib.suppress(Exception):
             message = json.loads(frame)
             command = message.get("command") if isinstance(message, dict) else None
             if isinstance(command, str) and command not in self.COMMANDS and hasattr(self, command):
                 return encode_reply(repr(getattr(self, command))[:200])
-        return await super().serve_frame(frame, peer=peer)
+        return super()._begin(frame, peer)
 
 
 class SilentOnNonObject(WorkflowRuntimeServer):
     """Never answers a request that is JSON but not an object (the original's defect 1,
     minus the dead thread: the server goes on, the client waits forever)."""
 
-    async def _answer(self, router: Any, frames: list[bytes]) -> None:
-        with contextlib.suppress(Exception):
-            if not isinstance(json.loads(frames[-1]), dict):
-                return
-        await super()._answer(router, frames)
+    def _send(self, router: Any, route: list[bytes], reply: bytes) -> None:
+        if b"must be a JSON object" not in reply:  # the error reply to a non-object request
+            super()._send(router, route, reply)
 
 
 class SkipsSequenceNumbers(WorkflowRuntimeServer):

@@ -3,7 +3,7 @@
 A small server on the generated ``WorkflowServerBase`` (controllable handlers: one that blocks
 until released, one that raises, one whose reply breaks its schema) serves on 127.0.0.1 with
 ports chosen at run time. Covered: CURVE accepted and rejected (no reply → client Timeout),
-the Lazy Pirate recovery after a timeout, every bad request kind, handler failures that keep
+the Lazy Pirate recovery after a timeout (async and blocking clients), bad replies, every bad request kind, handler failures that keep
 the server serving, the insecure-loopback rule, port ranges, and the publisher's seq,
 heartbeat and shutdown with a subscriber's gap and dead-publisher detection. Every scenario
 runs under an asyncio timeout; nothing sleeps to synchronise.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -32,6 +33,7 @@ from runwire.runtime.transport.zmq_endpoint import (
     RequestError,
     ZmqClientBase,
     ZmqSubscriberBase,
+    ZmqSyncClientBase,
 )
 from runwire.runtime.transport.zmq_security import (
     CurveClientSecurity,
@@ -73,8 +75,12 @@ def ok(**fields: Any) -> models.ControlResult:
 
 class Server(WorkflowServerBase):
     """Handlers: ``hold`` blocks until :attr:`release_hold` is set; ``release`` raises
-    ZeroDivisionError; ``resume`` raises CommandError; ``entire_workflow`` returns data that
-    breaks its schema; ``trigger`` returns data that is not JSON; the rest answer at once."""
+    ZeroDivisionError; ``resume`` raises CommandError; ``poll`` raises KeyError;
+    ``entire_workflow`` returns data that breaks its schema; ``trigger`` returns data that is
+    not JSON; the rest answer at once. Both kinds of handler are here: plain functions
+    (``ping_workflow``, ``pause``, ``resume``, ``poll``, ``entire_workflow``...) answered as
+    the request is read, and coroutine functions (``api``, ``hold``, ``release``,
+    ``trigger``...) run in tasks."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -87,18 +93,16 @@ class Server(WorkflowServerBase):
             return models.ApiData(self.command_names())
         return models.ApiData(self.describe_command(args.endpoint))
 
-    async def handle_ping_workflow(
+    def handle_ping_workflow(
         self, args: models.PingWorkflowArgs, context: RequestContext
     ) -> models.PingData:
         self.contexts.append(context)
         return models.PingData(True)
 
-    async def handle_pause(
-        self, args: models.PauseArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_pause(self, args: models.PauseArgs, context: RequestContext) -> models.ControlResult:
         return ok()
 
-    async def handle_resume(
+    def handle_resume(
         self, args: models.ResumeArgs, context: RequestContext
     ) -> models.ControlResult:
         raise CommandError("workflow is not paused", code="command_failed")
@@ -130,10 +134,8 @@ class Server(WorkflowServerBase):
     ) -> models.ControlResult:
         return ok()
 
-    async def handle_poll(
-        self, args: models.PollArgs, context: RequestContext
-    ) -> models.ControlResult:
-        return ok()
+    def handle_poll(self, args: models.PollArgs, context: RequestContext) -> models.ControlResult:
+        raise KeyError("plain handler bug")
 
     async def handle_remove(
         self, args: models.RemoveArgs, context: RequestContext
@@ -155,12 +157,12 @@ class Server(WorkflowServerBase):
     ) -> models.ControlResult:
         return ok()
 
-    async def handle_entire_workflow(
+    def handle_entire_workflow(
         self, args: models.EntireWorkflowArgs, context: RequestContext
     ) -> models.EntireWorkflow:
         return {"workflow": None}  # type: ignore[return-value]
 
-    async def handle_data_elements(
+    def handle_data_elements(
         self, args: models.DataElementsArgs, context: RequestContext
     ) -> models.DataElements:
         return models.DataElements.model_validate(
@@ -169,6 +171,11 @@ class Server(WorkflowServerBase):
 
 
 class Client(ZmqClientBase):
+    COMMANDS = WorkflowServerBase.COMMANDS
+    ERROR_REPLY_URI = WorkflowServerBase.ERROR_REPLY_URI
+
+
+class SyncClient(ZmqSyncClientBase):
     COMMANDS = WorkflowServerBase.COMMANDS
     ERROR_REPLY_URI = WorkflowServerBase.ERROR_REPLY_URI
 
@@ -434,6 +441,7 @@ BAD_REQUESTS = [
     (b'{"command": "serve_frame", "args": {}}', "unknown_command", "serve_frame"),
     (b'{"command": "resume", "args": {}}', "command_failed", "workflow is not paused"),
     (b'{"command": "release", "args": {"tasks": ["1"]}}', "internal_error", "ZeroDivisionError"),
+    (b'{"command": "poll", "args": {"tasks": ["1"]}}', "internal_error", "KeyError"),
     (b'{"command": "entire_workflow", "args": {}}', "internal_error", "breaks its schema"),
 ]
 
@@ -622,6 +630,139 @@ def test_api_lists_the_registered_commands_only() -> None:
         assert doc == {"data": 'No method by name "x"'}
 
     run(scenario())
+
+
+# --- the blocking client --------------------------------------------------------------------
+
+
+def test_the_blocking_client_times_out_resets_and_recovers(background_loop: Any) -> None:
+    server = Server()
+    endpoints = background_loop.run(server.start(port=0, insecure_loopback=True, publish=False))
+    try:
+        with SyncClient("127.0.0.1", endpoints.port, timeout_s=SHORT_S) as client:
+            started = time.monotonic()
+            with pytest.raises(Timeout) as caught:
+                client.request("hold", {"tasks": ["1/foo"]})
+            assert time.monotonic() - started >= SHORT_S
+            assert caught.value.timeout_s == SHORT_S and "hold" in caught.value.operation
+            assert client.resets == 1
+            assert client.request("ping_workflow", timeout_s=WAIT_S) is True
+            # the late reply to the abandoned request goes nowhere and breaks nothing
+            background_loop.loop.call_soon_threadsafe(server.release_hold.set)
+            assert client.request("pause", timeout_s=WAIT_S) == ok().to_wire()
+            assert client.resets == 1
+    finally:
+        background_loop.run(server.stop())
+
+
+def test_a_blocking_request_to_nobody_times_out_and_the_client_recovers(
+    background_loop: Any,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with SyncClient("127.0.0.1", port, timeout_s=SHORT_S) as client:
+        with pytest.raises(Timeout):
+            client.request("ping_workflow")
+        server = Server()
+        background_loop.run(server.start(port=port, insecure_loopback=True, publish=False))
+        try:
+            assert client.request("ping_workflow", timeout_s=WAIT_S) is True
+        finally:
+            background_loop.run(server.stop())
+
+
+def test_the_blocking_client_raises_what_the_async_one_raises(background_loop: Any) -> None:
+    server = Server()
+    endpoints = background_loop.run(server.start(port=0, insecure_loopback=True, publish=False))
+    try:
+        with SyncClient(
+            "127.0.0.1", endpoints.port, timeout_s=WAIT_S, header={"prog": "t"}
+        ) as client:
+            with pytest.raises(LocalProtocolError, match="tasks"):
+                client.request("hold", {"tasks": []})
+            assert server.requests_served == 0  # nothing was sent
+            with pytest.raises(RequestError) as caught:
+                client.request("resume")
+            assert (caught.value.code, caught.value.message) == (
+                "command_failed",
+                "workflow is not paused",
+            )
+            with pytest.raises(RequestError) as unknown:
+                client.request("nosuch")  # not in the table: sent unchecked
+            assert unknown.value.code == "unknown_command"
+            client.request("ping_workflow", meta={"auth_user": "alice"})
+            assert server.contexts[-1].meta == {"prog": "t", "auth_user": "alice"}
+    finally:
+        background_loop.run(server.stop())
+
+
+def test_the_blocking_client_works_where_an_event_loop_runs(background_loop: Any) -> None:
+    server = Server()
+    endpoints = background_loop.run(server.start(port=0, insecure_loopback=True, publish=False))
+
+    async def in_a_loop() -> Any:
+        with SyncClient("127.0.0.1", endpoints.port, timeout_s=WAIT_S) as client:
+            return client.request("ping_workflow")
+
+    try:
+        assert run(in_a_loop()) is True
+    finally:
+        background_loop.run(server.stop())
+
+
+LYING_REPLIES = [
+    (b"not json", RemoteProtocolError, "not JSON"),
+    (b"[true]", RemoteProtocolError, "must be a JSON object"),
+    (b'{"data": true, "id": "someone-else"}', RemoteProtocolError, "echoes id"),
+    (b'{"data": "yes"}', RemoteProtocolError, "data"),
+    (b'{"error": {"message": "no", "code": "command_failed"}}', RequestError, "no"),
+]
+
+
+def liar(replies: list[bytes]) -> tuple[threading.Thread, int]:
+    """A raw ROUTER in a thread that answers each request with the next of ``replies``
+    (each receive bounded), then stops."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.RCVTIMEO, int(WAIT_S * 1000))
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def serve() -> None:
+        try:
+            for reply in replies:
+                *route, _ = router.recv_multipart()
+                router.send_multipart([*route, reply])
+        finally:
+            router.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread, port
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_both_clients_refuse_bad_replies_and_recover(blocking: bool) -> None:
+    thread, port = liar([reply for reply, _, _ in LYING_REPLIES])
+    try:
+        if blocking:
+            with SyncClient("127.0.0.1", port, timeout_s=WAIT_S) as sync_client:
+                for _, error, text in LYING_REPLIES:
+                    with pytest.raises(error, match=text):
+                        sync_client.request("ping_workflow")
+        else:
+
+            async def scenario() -> None:
+                async with Client("127.0.0.1", port, timeout_s=WAIT_S) as client:
+                    for _, error, text in LYING_REPLIES:
+                        with pytest.raises(error, match=text):
+                            await client.request("ping_workflow")
+
+            run(scenario())
+    finally:
+        thread.join(WAIT_S * 2)
+    assert not thread.is_alive()
 
 
 # --- publisher and subscriber -------------------------------------------------------------
