@@ -21,7 +21,8 @@ the scheduler's change batches on the PUB socket.
   the base class's publisher. Sequence numbers are the publisher's, one counter for all topics.
 
 The scheduler and the server share one event loop (the original runs its server in a thread;
-here nothing crosses threads). Bounds: the base class bounds request size, queue lengths and
+here nothing crosses threads). Every handler is a plain function that never waits, so each
+request is answered in the loop turn that reads it. Bounds: the base class bounds request size, queue lengths and
 handler time; batches waiting to be published are bounded by ``max_pending_batches`` (beyond
 it the oldest is dropped with a warning; a subscriber re-syncs with ``entire_workflow``).
 """
@@ -201,9 +202,7 @@ class WorkflowRuntimeServer(WorkflowServerBase):
             )
         return models.ControlResult.model_validate(reply, strict=False)
 
-    def handle_pause(
-        self, args: models.PauseArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_pause(self, args: models.PauseArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``pause``."""
         return self._control("pause", args, context)
 
@@ -213,15 +212,11 @@ class WorkflowRuntimeServer(WorkflowServerBase):
         """Queue ``resume``."""
         return self._control("resume", args, context)
 
-    def handle_stop(
-        self, args: models.StopArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_stop(self, args: models.StopArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``stop`` (modes clean, now, kill; at a cycle point; after a task)."""
         return self._control("stop", args, context)
 
-    def handle_hold(
-        self, args: models.HoldArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_hold(self, args: models.HoldArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``hold``."""
         return self._control("hold", args, context)
 
@@ -237,15 +232,11 @@ class WorkflowRuntimeServer(WorkflowServerBase):
         """Queue ``trigger``."""
         return self._control("trigger", args, context)
 
-    def handle_kill(
-        self, args: models.KillArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_kill(self, args: models.KillArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``kill``."""
         return self._control("kill", args, context)
 
-    def handle_poll(
-        self, args: models.PollArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_poll(self, args: models.PollArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``poll``."""
         return self._control("poll", args, context)
 
@@ -255,9 +246,7 @@ class WorkflowRuntimeServer(WorkflowServerBase):
         """Queue ``remove``."""
         return self._control("remove", args, context)
 
-    def handle_set(
-        self, args: models.SetArgs, context: RequestContext
-    ) -> models.ControlResult:
+    def handle_set(self, args: models.SetArgs, context: RequestContext) -> models.ControlResult:
         """Queue ``set``."""
         return self._control("set", args, context)
 
