@@ -990,25 +990,30 @@ class _ClientCommon:
     COMMANDS: ClassVar[Mapping[str, CommandSpec]] = {}
     ERROR_REPLY_URI: ClassVar[str | None] = None
 
+    @staticmethod
+    def _default_context() -> zmq.Context[Any]:
+        """The context used when none is given (the process-wide one of the right kind)."""
+        raise NotImplementedError
+
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str = "127.0.0.1",
+        port: int = 0,
         *,
-        security: CurveClientSecurity | None,
-        timeout_s: float,
-        header: Mapping[str, Any] | None,
-        context: zmq.Context[Any],
-        registry: SchemaRegistry | None,
-        max_reply_bytes: int,
-        send_request_ids: bool,
+        security: CurveClientSecurity | None = None,
+        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
+        header: Mapping[str, Any] | None = None,
+        context: zmq.Context[Any] | None = None,
+        registry: SchemaRegistry | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        send_request_ids: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.security = security
         self.timeout_s = timeout_s
         self.header: dict[str, Any] | None = dict(header) if header is not None else None
-        self.context = context
+        self.context = context if context is not None else self._default_context()
         self.registry = registry or SchemaRegistry.from_package()
         self.max_reply_bytes = max_reply_bytes
         self.send_request_ids = send_request_ids
@@ -1149,32 +1154,12 @@ class ZmqClientBase(_ClientCommon):
         send_request_ids: send the ``id`` extension and check it is echoed.
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        security: CurveClientSecurity | None = None,
-        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
-        header: Mapping[str, Any] | None = None,
-        context: zmq.asyncio.Context | None = None,
-        registry: SchemaRegistry | None = None,
-        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-        send_request_ids: bool = True,
-    ) -> None:
-        super().__init__(
-            host,
-            port,
-            security=security,
-            timeout_s=timeout_s,
-            header=header,
-            context=context or zmq.asyncio.Context.instance(),
-            registry=registry,
-            max_reply_bytes=max_reply_bytes,
-            send_request_ids=send_request_ids,
-        )
-        self._waiter: asyncio.Future[None] | None = None
-        self._lock: asyncio.Lock | None = None
+    _waiter: asyncio.Future[None] | None = None
+    _lock: asyncio.Lock | None = None
+
+    @staticmethod
+    def _default_context() -> zmq.Context[Any]:
+        return zmq.asyncio.Context.instance()
 
     def _wake(self) -> None:
         """The socket's FD is readable: wake the call waiting on it (it checks EVENTS)."""
@@ -1302,30 +1287,9 @@ class ZmqSyncClientBase(_ClientCommon):
     ``zmq.asyncio.Context`` works too; default: the process-wide ``zmq.Context.instance()``).
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        security: CurveClientSecurity | None = None,
-        timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S,
-        header: Mapping[str, Any] | None = None,
-        context: zmq.Context[Any] | None = None,
-        registry: SchemaRegistry | None = None,
-        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-        send_request_ids: bool = True,
-    ) -> None:
-        super().__init__(
-            host,
-            port,
-            security=security,
-            timeout_s=timeout_s,
-            header=header,
-            context=context or zmq.Context.instance(),
-            registry=registry,
-            max_reply_bytes=max_reply_bytes,
-            send_request_ids=send_request_ids,
-        )
+    @staticmethod
+    def _default_context() -> zmq.Context[Any]:
+        return zmq.Context.instance()
 
     def __enter__(self) -> Self:
         return self
