@@ -107,11 +107,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from runwire.generated.jobs import models
 from runwire.generated.jobs.client import AgentSyncClient, DispatcherSyncClient
+from runwire.runtime.closing import ClosingContext
 from runwire.runtime.errors import LocalProtocolError, RunwireError, Timeout
 
 __all__ = [
@@ -441,23 +441,12 @@ def _client_ssl_context(ca_file: str | None, check_hostname: bool) -> ssl.SSLCon
     return context
 
 
-class _ClosedOnExit:
+class _ClosedOnExit(ClosingContext):
     """Closes on leaving a ``with`` block and when garbage-collected (``close()`` is
     idempotent in every subclass)."""
 
     def close(self) -> None:
         raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

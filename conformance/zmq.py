@@ -31,12 +31,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import zmq
 import zmq.asyncio
 
+from runwire.runtime.closing import AclosingContext
 from runwire.runtime.transport.zmq_security import CurveClientSecurity
 
 from .case import CaseFailure, FailureKind
@@ -110,7 +110,7 @@ def _configure(socket: zmq.Socket[Any], host: str, security: CurveClientSecurity
         socket.setsockopt(zmq.CURVE_SERVERKEY, security.server_public_key)
 
 
-class ZmqProbe:
+class ZmqProbe(AclosingContext):
     """One recording REQ connection to a ZeroMQ request socket. Make one with
     ``await ctx.open_zmq(target)``.
 
@@ -186,17 +186,6 @@ class ZmqProbe:
             socket.close(linger=0)
         if not self._context.closed:
             self._context.destroy(linger=0)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -455,7 +444,7 @@ class Published:
     received_s: float
 
 
-class ZmqSubscription:
+class ZmqSubscription(AclosingContext):
     """One recording SUB connection to a ZeroMQ PUB socket, subscribed to every topic. Make
     one with ``await ctx.subscribe_zmq(target)``.
 
@@ -524,17 +513,6 @@ class ZmqSubscription:
             socket.close(linger=0)
         if not self._context.closed:
             self._context.destroy(linger=0)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _next(self, deadline: float, what: str, limit: float) -> Published | None:
         socket = self._socket

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from runwire.runtime.closing import ClosingContext
 from runwire.runtime.errors import InvalidState, RemoteProtocolError
 from runwire.runtime.model import WireModel
 
@@ -100,7 +100,7 @@ def _describe(op: OperationSpec) -> str:
     return op.name
 
 
-class SyncRunner:
+class SyncRunner(ClosingContext):
     """Runs coroutines and async iterators to completion on a private event loop.
 
     The sync facades of generated clients own one. It cannot be used from inside a running
@@ -152,14 +152,3 @@ class SyncRunner:
         """Close the private loop."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
+from ..closing import AclosingContext
 from ..codec.jsonlines import EOF, JsonLinesDecoder, Line, encode_line
 from ..errors import (
     AuthenticationError,
@@ -36,7 +36,7 @@ DRAIN_ABOVE_BYTES: Final = 1 << 16
 YIELD_EVERY_SENDS: Final = 64
 
 
-class JsonLinesConnection:
+class JsonLinesConnection(AclosingContext):
     """One JSON-lines connection over an asyncio (reader, writer) pair.
 
     Use one receiver at a time. Usable as ``async with``; leaving the block closes it.
@@ -188,17 +188,6 @@ class JsonLinesConnection:
             self._writer.transport.abort()
         except OSError:
             pass
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def open_jsonlines(

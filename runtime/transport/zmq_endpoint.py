@@ -61,6 +61,7 @@ import zmq
 import zmq.asyncio
 import zmq.auth.asyncio
 
+from runwire.runtime.closing import AsyncClosingContext, ClosingContext
 from runwire.runtime.codec.command import (
     EnvelopeError,
     decode_request,
@@ -1130,7 +1131,7 @@ class _ClientCommon:
         return reply["data"]
 
 
-class ZmqClientBase(_ClientCommon):
+class ZmqClientBase(_ClientCommon, AsyncClosingContext):
     """Mechanics of a generated async ZeroMQ command client (REQ, Lazy Pirate).
 
     One request at a time per client (calls from several tasks queue up on a lock); use
@@ -1183,17 +1184,6 @@ class ZmqClientBase(_ClientCommon):
                 timer.cancel()
                 self._waiter = None
         return True
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     async def request(
         self,
@@ -1274,7 +1264,7 @@ class ZmqClientBase(_ClientCommon):
         return reply
 
 
-class ZmqSyncClientBase(_ClientCommon):
+class ZmqSyncClientBase(_ClientCommon, ClosingContext):
     """Mechanics of a generated blocking ZeroMQ command client (REQ, Lazy Pirate).
 
     The same requests, checks, errors and Lazy Pirate recovery as :class:`ZmqClientBase`,
@@ -1290,17 +1280,6 @@ class ZmqSyncClientBase(_ClientCommon):
     @staticmethod
     def _default_context() -> zmq.Context[Any]:
         return zmq.Context.instance()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def request(
         self,
@@ -1377,7 +1356,7 @@ class Published:
         return 0 if self.step is None else self.step.missed
 
 
-class ZmqSubscriberBase:
+class ZmqSubscriberBase(AsyncClosingContext):
     """Mechanics of a generated publish subscriber (SUB).
 
     Subscribes to every topic (the sequence counts messages on all topics, so gap
@@ -1469,14 +1448,6 @@ class ZmqSubscriberBase:
     async def __aenter__(self) -> Self:
         self.connect()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __aiter__(self) -> AsyncIterator[Published]:
         return self._iterate()
