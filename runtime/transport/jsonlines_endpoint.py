@@ -85,7 +85,8 @@ class JsonLinesClientBase:
         assert uri is not None, "the dispatch table lacks a schema for this message"
         return self.registry.validator(uri)
 
-    async def _exchange(self, request: Any) -> AsyncGenerator[Any, None]:
+    async def _open(self, request: Any) -> JsonLinesConnection:
+        """A new connection with ``request`` sent on it (closed again if the send fails)."""
         connection = await open_jsonlines(
             self.host,
             self.port,
@@ -94,13 +95,12 @@ class JsonLinesClientBase:
             timeout_s=self.timeout_s,
             max_line_bytes=self.max_message_bytes,
         )
-        async with connection:
+        try:
             await connection.send(request)
-            while True:
-                try:
-                    yield await connection.receive()
-                except ConnectionClosed:
-                    return
+        except BaseException:
+            await connection.aclose()
+            raise
+        return connection
 
     async def request_reply(self, spec: OperationSpec, request: AnyModel | dict[str, Any]) -> Any:
         """Send ``request`` and return the validated JSON reply.
@@ -114,21 +114,23 @@ class JsonLinesClientBase:
         payload = _wire(request)
         self._validator(spec.request_uri).check(payload, outbound=True)
         reply_validator = self._validator(spec.reply_uri)
-        exchange = self._exchange(payload)
-        try:
-            async for message in exchange:
-                reply_validator.check(message)
-                return message
-        finally:
-            await exchange.aclose()
-        raise ConnectionClosed("peer", f"{spec.conformance_id}: server closed without a reply")
+        async with await self._open(payload) as connection:
+            try:
+                message = await connection.receive()
+            except ConnectionClosed:
+                raise ConnectionClosed(
+                    "peer", f"{spec.conformance_id}: server closed without a reply"
+                ) from None
+        reply_validator.check(message)
+        return message
 
     async def request_stream(
         self, spec: OperationSpec, request: AnyModel | dict[str, Any]
     ) -> AsyncGenerator[tuple[Part, Any], None]:
         """Send ``request`` and yield (part, JSON message) for every reply line.
 
-        The last pair yielded is the terminator.
+        The last pair yielded is the terminator. The connection is read directly here (no
+        generator in between: this is the per-line hot path of ``follow_stream``).
 
         Raises:
             LocalProtocolError: the request is not valid against its schema (nothing sent).
@@ -143,16 +145,18 @@ class JsonLinesClientBase:
             terminator=self._validator(spec.terminator_uri),
             ack=self._validator(spec.ack_uri) if spec.ack_uri else None,
         )
-        exchange = self._exchange(payload)
-        try:
-            async for message in exchange:
+        async with await self._open(payload) as connection:
+            receive = connection.receive
+            while True:
+                try:
+                    message = await receive()
+                except ConnectionClosed:
+                    break
                 part = stream.receive(message)
                 yield part, message
                 if stream.done:
                     return
-            stream.receive_eof()
-        finally:
-            await exchange.aclose()
+        stream.receive_eof()
 
 
 Handler = Callable[[Any], Awaitable[AnyModel] | AsyncIterator[AnyModel]]
