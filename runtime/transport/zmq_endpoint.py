@@ -273,6 +273,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDTIMEO = int(zmq.SNDTIMEO)
 _RCVTIMEO = int(zmq.RCVTIMEO)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_DRAIN_BATCH = 64
+"""Requests a server reads in one turn of the event loop before letting other work run."""
 
 
 class SyncSocket(zmq.Socket[bytes]):
@@ -794,11 +796,14 @@ class ZmqServerBase(abc.ABC):
         Called when the router's FD is readable, after each reply a task sends and when a
         task finishes (the FD is edge-triggered: whatever is queued must be read now). A
         request whose handler is a plain function is answered right here, in this turn of
-        the event loop; one whose handler returns an awaitable is finished by a task."""
+        the event loop; one whose handler returns an awaitable is finished by a task. After
+        ``_DRAIN_BATCH`` requests it yields to other work and reads on in the next turn."""
         router = self._router
         if router is None or router.watched_by is None:
             return
-        while len(self._in_flight) < self.max_in_flight:
+        for _ in range(_DRAIN_BATCH):
+            if len(self._in_flight) >= self.max_in_flight or router.watched_by is None:
+                return  # full (a finishing task drains again), or stopped meanwhile
             try:
                 if not router.ready(_POLLIN):
                     return
@@ -830,6 +835,10 @@ class ZmqServerBase(abc.ABC):
             task = asyncio.ensure_future(self._answer_later(router, route, outcome))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
+        # a long burst: let other work run, then read on (the FD will not signal again)
+        loop = router.watched_by
+        if loop is not None:
+            loop.call_soon(self._drain)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -886,9 +895,19 @@ class ZmqServerBase(abc.ABC):
     async def _finish(
         self, spec: CommandSpec, pending: Awaitable[Any], request_id: str | None
     ) -> bytes:
+        bound = asyncio.timeout(self.handler_timeout_s)
         try:
-            async with asyncio.timeout(self.handler_timeout_s):
+            async with bound:
                 data = await pending
+        except TimeoutError as exc:
+            if not bound.expired():
+                return self._failure(exc, request_id)  # the handler's own TimeoutError
+            logger.error("handler timed out after %s s", self.handler_timeout_s)
+            return self._error(
+                f"internal error: the command did not finish within {self.handler_timeout_s:g} s",
+                "internal_error",
+                request_id,
+            )
         except Exception as exc:
             return self._failure(exc, request_id)
         return self._encode_data(spec, data, request_id)
@@ -901,13 +920,6 @@ class ZmqServerBase(abc.ABC):
             return self._error(exc.message, exc.code, request_id)
         if isinstance(exc, ProtocolError):
             return self._error(exc.message, exc.error_type, request_id)
-        if isinstance(exc, TimeoutError):
-            logger.error("handler timed out after %s s", self.handler_timeout_s)
-            return self._error(
-                f"internal error: the command did not finish within {self.handler_timeout_s:g} s",
-                "internal_error",
-                request_id,
-            )
         logger.error("handler failed; serving on", exc_info=exc)
         return self._error(
             f"internal error: {type(exc).__name__}: {exc}", "internal_error", request_id

@@ -609,6 +609,53 @@ def test_a_multi_frame_request_is_refused() -> None:
     run(scenario())
 
 
+def test_a_burst_longer_than_one_read_batch_is_answered_in_full() -> None:
+    """More requests than the server reads in one loop turn, all queued at once: every one
+    is answered (the server reads on by itself; the FD signals only once)."""
+    count = 300
+
+    async def scenario() -> None:
+        server = Server()
+        endpoints = await server.start(port=0, insecure_loopback=True, publish=False)
+        context = zmq.asyncio.Context()
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(endpoints.address())
+        try:
+            for index in range(count):
+                frame = json.dumps({"command": "ping_workflow", "args": {}, "id": f"r{index}"})
+                await dealer.send_multipart([b"", frame.encode()])
+            seen = set()
+            for _ in range(count):
+                _, reply = await asyncio.wait_for(dealer.recv_multipart(), WAIT_S)
+                answer = json.loads(reply)
+                assert answer["data"] is True
+                seen.add(answer["id"])
+            assert seen == {f"r{index}" for index in range(count)}
+        finally:
+            dealer.close()
+            context.term()
+            await server.stop()
+
+    run(scenario())
+
+
+def test_a_handler_s_own_timeout_error_is_not_taken_for_the_time_bound() -> None:
+    class RaisesTimeoutError(Server):
+        async def handle_kill(
+            self, args: models.KillArgs, context: RequestContext
+        ) -> models.ControlResult:
+            raise TimeoutError("the cluster did not answer")
+
+    async def scenario() -> None:
+        server = RaisesTimeoutError(handler_timeout_s=WAIT_S)
+        error = error_of(await server.serve_frame(b'{"command":"kill","args":{"tasks":["1"]}}'))
+        assert error["code"] == "internal_error"
+        assert "TimeoutError: the cluster did not answer" in error["message"]
+
+    run(scenario())
+
+
 def test_serve_frame_needs_no_socket() -> None:
     async def scenario() -> None:
         server = Server()
