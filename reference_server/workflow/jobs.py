@@ -8,6 +8,11 @@ Each job of a task proxy gets a directory (Cylc's layout)::
     <run_dir>/log/job/<point>/<task>/<NN>/job.status   KEY=VALUE lines (below)
     <run_dir>/log/job/<point>/<task>/NN -> <NN>        symlink to the latest job
 
+A job directory is never reused: :func:`write_job_script` refuses one that exists, and the
+scheduler numbers a task's next job after the highest job directory already there
+(:func:`highest_submit_num`), so a job orphaned by a crashed scheduler, or a previous run of
+the same workflow id, keeps its own files (Cylc keeps submit numbers across restarts).
+
 ``job.status`` follows Cylc's job status file: the scheduler writes
 ``CYLC_JOB_RUNNER_NAME=background``, ``CYLC_JOB_ID=<pid>`` and
 ``CYLC_JOB_RUNNER_SUBMIT_TIME=<iso>`` at submission; the job script itself appends
@@ -45,6 +50,7 @@ __all__ = [
     "JobProcess",
     "StatusMessage",
     "StatusReader",
+    "highest_submit_num",
     "iso_time",
     "job_files",
     "start_job",
@@ -97,6 +103,19 @@ def job_files(run_dir: Path, point: int | str, task: str, submit_num: int) -> Jo
     )
 
 
+def highest_submit_num(run_dir: Path, point: int | str, task: str) -> int:
+    """The highest submit number among the job directories of task `point/task` under
+    `run_dir` (entries of ``log/job/<point>/<task>/`` named by digits: ``01``, ``02``...,
+    ``100``), or 0 if there are none. Other entries (the ``NN`` link) are ignored; an
+    unreadable folder counts as empty (writing the job script then fails instead)."""
+    folder = run_dir / "log" / "job" / str(point) / task
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    return max((int(name) for name in names if name.isascii() and name.isdigit()), default=0)
+
+
 def _double_quoted(value: str) -> str:
     """`value` inside bash double quotes: ``$`` expansions stay live; ``"``, ``\\`` and
     backquotes are escaped so the value cannot end the quoted word."""
@@ -136,7 +155,8 @@ def write_job_script(
     task_environment: Sequence[tuple[str, str]],
     script: str,
 ) -> None:
-    """Create the job directory and write the job script (mode 0700).
+    """Create the job directory (a new one: it must not exist) and write the job script
+    (mode 0700).
 
     Args:
         files: where.
@@ -147,9 +167,12 @@ def write_job_script(
         script: the user script text.
 
     Raises:
+        FileExistsError: the job directory exists already (job directories are never reused:
+            another job, perhaps one still running, owns its files).
         OSError: the directory or file cannot be written.
     """
-    files.job_dir.mkdir(parents=True, exist_ok=True)
+    files.job_dir.parent.mkdir(parents=True, exist_ok=True)
+    files.job_dir.mkdir()
     files.work_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         "#!/usr/bin/env bash",

@@ -8,10 +8,17 @@ follows Cylc 8's scheduler (reference/workflow.md), reduced to integer cycling:
   depends on is completed. Only cycle points up to ``runahead_limit`` beyond the oldest active
   one may submit jobs (the oldest point holding a task that is not finished and complete).
 - **Jobs** are local subprocesses numbered per task (``01``, ``02``...), each with a job
-  directory (see :mod:`.jobs`). A job is ``submitted`` once its process is started and
+  directory (see :mod:`.jobs`) that is never reused: a task's first job is numbered after the
+  highest job directory already in the run directory (left by a previous run of the same
+  workflow id, or by a crashed scheduler whose orphaned job may still run), as Cylc keeps
+  submit numbers across restarts. A job is ``submitted`` once its process is started and
   ``running`` at once (we own the process); its exit status gives ``succeeded`` or
   ``failed``. Jobs may also report ``started``/``succeeded``/``failed`` and custom output
   messages with the ``message`` command or by ``CYLC_MESSAGE`` lines in ``job.status``.
+  Only the task's current job (by submit number) is listened to: messages and exits of any
+  other job (superseded, detached by ``remove`` or ``set``, or not this run's) are ignored
+  with a log line, as Cylc ignores messages from superseded jobs; a ``message`` command
+  naming such a job is not accepted.
 - **Retries**: a failed job of a task with retries left puts the task back to ``waiting``
   until the retry delay has passed. A killed job never retries.
 - **Completion**: a finished task is complete when it succeeded with every required custom
@@ -71,6 +78,7 @@ from .jobs import (
     StatusReader,
     append_status,
     exit_label,
+    highest_submit_num,
     iso_time,
     job_files,
     shell_exit_code,
@@ -745,7 +753,7 @@ class Scheduler:
                 proxy.try_num = 1
             proxy.manual = False
             proxy.retry_at = None
-            proxy.submit_num += 1
+            proxy.submit_num = self._next_submit_num(proxy)
             self._set_state(proxy, TaskState.PREPARING)
         self._flush()
         started: list[TaskProxy] = []
@@ -767,6 +775,20 @@ class Scheduler:
             self._set_state(proxy, TaskState.RUNNING)
             self._complete_output(proxy, "started")
         self._flush()
+
+    def _next_submit_num(self, proxy: TaskProxy) -> int:
+        """The submit number of `proxy`'s next job: after its latest job and after every job
+        directory of the task already on disk (a previous run's, or a crashed scheduler's
+        orphan that may still be writing to it), so no job directory is ever reused."""
+        on_disk = highest_submit_num(self.run_dir, proxy.point, proxy.name)
+        if on_disk > proxy.submit_num:
+            LOG.info(
+                "[%s] job directories up to %s exist already: the next job is %s",
+                proxy.id,
+                format_submit_num(on_disk),
+                format_submit_num(on_disk + 1),
+            )
+        return max(proxy.submit_num, on_disk) + 1
 
     def _job_environment(self, proxy: TaskProxy, files: JobFiles) -> list[tuple[str, str]]:
         job_id = f"{proxy.id}/{format_submit_num(proxy.submit_num)}"
@@ -941,6 +963,7 @@ class Scheduler:
         job.state = "succeeded" if returncode == 0 else "failed"
         proxy = self._owner(job)
         if proxy is None:
+            LOG.info("[%s] exit ignored: %s", job.id, self._not_followed(job.id, job))
             return
         if returncode == 0:
             self._task_succeeded(proxy)
@@ -967,13 +990,32 @@ class Scheduler:
         self._set_state(proxy, TaskState.FAILED)
         self._complete_output(proxy, "failed")
 
+    def _not_followed(self, job_id: str, job: Job | None) -> str:
+        """Why the job `job_id` (`job`: this run's Job of that id, if any) is not its task's
+        current job, in words."""
+        task_id = job_id.rsplit("/", 1)[0]
+        proxy = self._pool.get(task_id)
+        submit_num = int(job_id.rsplit("/", 1)[1])
+        if job is None and (proxy is None or submit_num > proxy.submit_num):
+            return f"no job {job_id} in this workflow"
+        if proxy is None:
+            return f"its task {task_id} is no longer in the workflow"
+        if job is not None and job.detached:
+            return f"its task {task_id} no longer follows it (outputs set, or removed)"
+        current = proxy.latest_job
+        now = current.id if current is not None else f"{task_id}/{proxy.submit_num:02d}"
+        return f"it is not the current job of {task_id} (that is {now})"
+
     def _handle_message(self, job: Job, message: StatusMessage) -> None:
-        """Apply one job message (from job.status or the ``message`` command)."""
+        """Apply one job message (from job.status or the ``message`` command); a message of
+        a job that is not its task's current job is logged and ignored."""
         text = message.text.strip()
         LOG.info("[%s] message %s: %s", job.id, message.severity, text)
         proxy = self._owner(job)
         if proxy is None:
-            LOG.info("[%s] message from a job its task no longer follows: ignored", job.id)
+            LOG.warning(
+                "[%s] message %r ignored: %s", job.id, text, self._not_followed(job.id, job)
+            )
             return
         if text == "started":
             if job.state == "submitted":
@@ -1431,8 +1473,15 @@ class Scheduler:
         if int(match["job"]) == 0:
             raise CommandRejected(f"{task_job!r}: job numbers start at 01")
         job_id = f"{int(match['point'])}/{match['name']}/{format_submit_num(int(match['job']))}"
-        if job_id not in self._jobs:
-            raise CommandRejected(f"no job {job_id} in this workflow")
+        job = self._jobs.get(job_id)
+        if job is None or self._owner(job) is None:
+            # not this run's job (a previous run's, or an orphan of a crashed scheduler:
+            # job directories are never reused), or one its task no longer follows
+            reason = self._not_followed(job_id, job)
+            LOG.warning("[%s] message command ignored: %s", job_id, reason)
+            if reason.startswith("no job"):
+                raise CommandRejected(reason)
+            raise CommandRejected(f"{job_id}: {reason}; its messages are ignored")
         event_time = args.get("event_time")
         if event_time is not None and not isinstance(event_time, str):
             raise CommandRejected("event_time must be a string")

@@ -127,11 +127,16 @@ def workflow(
     return run
 
 
-def until_status(workflow: Callable[..., Outcome], root: Path, check: Callable[[Any], bool]) -> Any:
+def until_status(
+    workflow: Callable[..., Outcome],
+    root: Path,
+    check: Callable[[Any], bool],
+    workflow_id: str = "pipeline",
+) -> Any:
     """Re-ask ``status --json`` until ``check`` passes (the command was actioned), bounded."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        outcome = workflow("status", "pipeline", "--json", "--run-root", str(root))
+        outcome = workflow("status", workflow_id, "--json", "--run-root", str(root))
         assert outcome.status == 0, outcome
         if check(outcome.json):
             return outcome.json
@@ -272,6 +277,92 @@ def test_client_command_errors(
     with pytest.raises(SystemExit) as usage:
         workflow("stop", "pipeline", "--mode", "sideways", *root)
     assert usage.value.code == 2
+
+
+def write_definition(path: Path, data: dict[str, Any]) -> Path:
+    """A definition file (JSON is YAML)."""
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_restart_after_a_crash_never_reuses_the_orphaned_jobs_directory(
+    serve: Callable[..., Served], workflow: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    """kill -9 of the scheduler while job 1/a/01 runs, then the same workflow id again in the
+    same run directory: the new job is 1/a/02, and what the orphaned job 01 reports
+    afterwards (its custom output, in its own job.status) is not taken as the new job's."""
+    gate, back = tmp_path / "gate", tmp_path / "back"
+    os.mkfifo(gate)
+    os.mkfifo(back)
+    script = (
+        "if [[ $CYLC_TASK_SUBMIT_NUMBER == 1 ]]; then\n"
+        '  read -r -t 20 _ < "$GATE"\n'  # the orphan reports once the test says so
+        '  runwire_message "x is ready"\n'
+        '  echo reported > "$BACK"\n'
+        "else\n"
+        "  sleep 30\n"
+        "fi\n"
+    )
+    definition = write_definition(
+        tmp_path / "crashy.yaml",
+        {
+            "name": "crashy",
+            "scheduling": {"initial_cycle_point": 1, "final_cycle_point": 1, "graph": "a:x => b"},
+            "runtime": {
+                "a": {
+                    "script": script,
+                    "outputs": {"x": "x is ready"},
+                    "environment": {"GATE": str(gate), "BACK": str(back)},
+                }
+            },
+        },
+    )
+    # held open by the test for its whole run: writes never block, no line is lost
+    gate_fd = os.open(gate, os.O_RDWR)
+    back_fd = os.open(back, os.O_RDWR | os.O_NONBLOCK)
+    root = ("--run-root", str(tmp_path))
+    try:
+        first = serve(definition)
+        until_status(
+            workflow,
+            tmp_path,
+            lambda s: (row(s, "1/a") or {}).get("job_state") == "running",
+            "crashy",
+        )
+        first.process.kill()  # the crash: no clean-up, job 01 orphaned
+        first.process.communicate(timeout=WAIT_S)
+        assert first.contact_file.exists()  # stale
+
+        serve(definition)
+        until_status(
+            workflow,
+            tmp_path,
+            lambda s: (
+                (row(s, "1/a") or {}).get("submit_num") == 2
+                and (row(s, "1/a") or {}).get("job_state") == "running"
+            ),
+            "crashy",
+        )
+        os.write(gate_fd, b"go\n")
+        ready, _, _ = select.select([back_fd], [], [], WAIT_S)
+        assert ready, "the orphaned job did not report in time"
+        assert os.read(back_fd, 100) == b"reported\n"
+        jobs = tmp_path / "crashy" / "log" / "job" / "1" / "a"
+        assert "|x is ready" in (jobs / "01" / "job.status").read_text()
+
+        # poll, then hold: once the hold shows, the poll has been actioned
+        assert workflow("poll", "crashy", "1/a", *root).status == 0
+        assert workflow("hold", "crashy", "1/a", *root).status == 0
+        until_status(workflow, tmp_path, lambda s: (row(s, "1/a") or {}).get("is_held"), "crashy")
+        snapshot = workflow("client", "crashy", "entire_workflow", "-n", *root)
+        assert snapshot.status == 0, snapshot
+        [proxy] = snapshot.json["task_proxies"]
+        assert proxy["id"] == "1/a" and proxy["job_ids"] == ["1/a/02"]
+        assert proxy["outputs"]["x"] is False and proxy["state"] == "running"
+        assert "|x is ready" not in (jobs / "02" / "job.status").read_text()
+    finally:
+        os.close(gate_fd)
+        os.close(back_fd)
 
 
 def occupied_port_pair() -> tuple[list[socket.socket], int]:

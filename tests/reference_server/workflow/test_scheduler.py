@@ -171,6 +171,128 @@ def test_job_directory_numbering_and_environment(tmp_path: Path) -> None:
     run_bounded(scenario())
 
 
+def old_job(run_dir: Path, job_id: str, status: str) -> Path:
+    """A job directory as a previous run (or a crashed scheduler) left it."""
+    point, name, number = job_id.split("/")
+    job_dir = run_dir / "log" / "job" / point / name / number
+    job_dir.mkdir(parents=True)
+    (job_dir / "job").write_text("# an earlier run's job script\n")
+    (job_dir / "job.out").write_text(f"output of {job_id}\n")
+    (job_dir / "job.status").write_text(status)
+    return job_dir
+
+
+def test_a_new_run_numbers_jobs_after_existing_ones_and_ignores_orphaned_jobs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler restarted in the run directory of a crashed one: job 01 (an orphan that
+    still runs) and 03 exist, so the new job is 04, and the orphans' job.status lines and
+    message commands are ignored (before the fix the new job reused 01 and took the
+    orphan's custom output as its own)."""
+    definition = make_definition(
+        "a:x => b", {"a": {"script": SLEEP, "outputs": {"x": "x is ready"}}}
+    )
+    orphan_status = (
+        "CYLC_JOB_RUNNER_NAME=background\nCYLC_JOB_ID=999999\nCYLC_JOB_PID=999999\n"
+        "CYLC_MESSAGE=2024-01-01T00:00:00Z|INFO|x is ready\n"
+    )
+    orphan = old_job(tmp_path, "1/a/01", orphan_status)
+    old_job(tmp_path, "1/a/03", "CYLC_JOB_RUNNER_NAME=background\n")
+
+    async def scenario() -> None:
+        async with running(definition, tmp_path) as h:
+            await h.until_state("1/a", "running")
+            proxy = h.proxy("1/a")
+            assert proxy is not None
+            assert proxy["submit_num"] == 4 and proxy["job_ids"] == ["1/a/04"]
+            job_dir = tmp_path / "log" / "job" / "1" / "a" / "04"
+            assert h.job("1/a/04")["job_dir"] == str(job_dir)  # type: ignore[index]
+            assert (job_dir.parent / "NN").resolve() == job_dir
+            # the orphan goes on reporting, by its job.status and by message commands
+            with (orphan / "job.status").open("a") as status:
+                status.write("CYLC_MESSAGE=2024-01-01T00:00:01Z|INFO|succeeded\n")
+            refused = h.scheduler.queue_command(
+                "message", {"task_job": "1/a/01", "messages": [["INFO", "x is ready"]]}
+            )
+            assert refused["accepted"] is False
+            assert refused["message"] == (
+                "1/a/01: it is not the current job of 1/a (that is 1/a/04); "
+                "its messages are ignored"
+            )
+            h.command("poll", {"tasks": ["1/a"]})
+            await h.barrier()
+            proxy = h.proxy("1/a")
+            assert proxy is not None and proxy["state"] == "running"
+            assert proxy["outputs"]["x"] is False and h.proxy("1/b") is None
+            env = dict(
+                line.removeprefix("export ").split("=", 1)
+                for line in (job_dir / "job").read_text().splitlines()
+                if line.startswith("export CYLC_TASK_")
+            )
+            assert env["CYLC_TASK_JOB"] == "'1/a/04'"
+            assert env["CYLC_TASK_SUBMIT_NUMBER"] == "'4'"
+        # the earlier jobs' files are untouched
+        assert (orphan / "job.out").read_text() == "output of 1/a/01\n"
+        assert (orphan / "job").read_text() == "# an earlier run's job script\n"
+        assert (orphan / "job.status").read_text() == (
+            orphan_status + "CYLC_MESSAGE=2024-01-01T00:00:01Z|INFO|succeeded\n"
+        )
+        ignored = [r.getMessage() for r in caplog.records if "1/a/01" in r.getMessage()]
+        assert any("ignored" in line for line in ignored), ignored
+
+    run_bounded(scenario())
+
+
+def test_rerunning_a_finished_workflow_keeps_the_previous_jobs(tmp_path: Path) -> None:
+    definition = make_definition("a", {"a": {"script": 'echo "job $CYLC_TASK_JOB"'}})
+
+    async def one_run() -> None:
+        async with running(definition, tmp_path) as h:
+            assert await h.finish() == "AUTOMATIC"
+
+    run_bounded(one_run())
+    run_bounded(one_run())
+    assert job_out(tmp_path, "1/a/01") == "job 1/a/01\n"
+    assert job_out(tmp_path, "1/a/02") == "job 1/a/02\n"
+    first = job_status(tmp_path, "1/a/01")
+    assert first.count("CYLC_JOB_EXIT=") == 1 and first.count("CYLC_JOB_RUNNER_NAME=") == 1
+
+
+def test_messages_of_a_superseded_job_are_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Job 01 reports success by message and its process goes on; the task is triggered
+    again (job 02). What job 01 reports afterwards changes nothing."""
+    definition = make_definition(
+        "a:x => b", {"a": {"script": SLEEP, "outputs": {"x": "x is ready"}}, "b": {}}
+    )
+
+    async def scenario() -> None:
+        async with running(definition, tmp_path) as h:
+            await h.until_state("1/a", "running")
+            h.command("message", {"task_job": "1/a/01", "messages": [["INFO", "failed"]]})
+            await h.until_state("1/a", "failed")
+            h.command("trigger", {"tasks": ["1/a"]})
+            await h.until(lambda: (h.job("1/a/02") or {}).get("state") == "running")
+            with (tmp_path / "log/job/1/a/01/job.status").open("a") as status:
+                status.write("CYLC_MESSAGE=2024-01-01T00:00:00Z|INFO|x is ready\n")
+            refused = h.scheduler.queue_command(
+                "message", {"task_job": "1/a/01", "messages": [["INFO", "x is ready"]]}
+            )
+            assert refused["accepted"] is False and "1/a/02" in refused["message"]
+            h.command("poll", {"tasks": ["1/a"]})
+            await h.barrier()  # (the loop read job 01's job.status on the way)
+            assert any(
+                r.getMessage().startswith("[1/a/01] message 'x is ready' ignored: it is not")
+                for r in caplog.records
+            )
+            proxy = h.proxy("1/a")
+            assert proxy is not None and proxy["state"] == "running"
+            assert proxy["outputs"]["x"] is False and h.proxy("1/b") is None
+
+    run_bounded(scenario())
+
+
 def test_retries_number_jobs_and_wait_for_the_delay(tmp_path: Path) -> None:
     definition = make_definition(
         "a",
