@@ -7,13 +7,28 @@ ports of ``--port-range`` on ``--host``, writes the contact file and prints one 
 
     runwire workflow pipeline listening on 127.0.0.1:43007 (publish 43052, curve); contact file /srv/runwire-run/pipeline/.service/contact; run directory /srv/runwire-run/pipeline
 
-then runs the workflow until every cycle point is done, a ``stop`` command arrives, or
-SIGTERM/SIGINT (which stops it as ``stop --mode kill`` would: active jobs are killed; a second
-signal stops at once). On the way out it publishes ``shutdown`` with the stop reason, removes
-the contact file and keys, and prints ``runwire workflow ID stopped: REASON``. The SIGTERM and
-SIGINT handlers stay installed until the process exits: a signal that arrives once the
+then runs the workflow until every cycle point is done, a ``stop`` command arrives, or a
+signal (below). On the way out it publishes ``shutdown`` with the stop reason, removes the
+contact file and keys, and prints ``runwire workflow ID stopped: REASON``. If it cannot start
+(no free port, files), it removes what this start created (keys, ``.service/``, and the run
+directory itself if this start made it), so the workflow stays "no such workflow".
+
+Signals (:data:`SIGNAL_HELP`, also in ``--help``): SIGTERM, SIGINT (Ctrl-C) and SIGHUP (the
+terminal went away) all stop the workflow as ``runwire workflow stop --mode kill`` does:
+active jobs are killed (SIGTERM to each job's process group, SIGKILL after the scheduler's
+kill grace of 2 s), then the scheduler stops with ``REQUEST(KILL)`` and cleans up as above.
+A second signal, or a stop still unfinished after 15 s, stops at once (remaining jobs get
+SIGKILL). The handlers stay installed until the process exits: a signal that arrives once the
 workflow has stopped (while it cleans up, or after) is ignored, so it does not cut the
-clean-up short or turn a clean exit into death by signal.
+clean-up short or turn a clean exit into death by signal. SIGKILL cannot be handled: it leaves
+a stale contact file (the next start of the same id cleans it up) and orphaned jobs (their job
+directories are never reused, and nothing they report reaches a later run).
+
+Where this differs from the original: reference/workflow.md says only that a scheduler can be
+stopped with SIGTERM; Cylc 8's documentation ("Scheduler Signals") says SIGINT, SIGTERM and
+SIGHUP stop it in ``--now`` mode, leaving active jobs running for a restart to pick up (a
+second signal escalates to ``--now --now``). This scheduler cannot restart from a previous
+run's state, so jobs left running would be orphans nobody follows; it kills them instead.
 
 Exit status: 0 when the workflow finished or stopped on request (or signal); 1 when it
 aborted (stall timeout, scheduler error) or could not start (ports, files); 2 for an invalid
@@ -32,7 +47,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import zmq
 
@@ -81,8 +96,28 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+SIGNAL_HELP: Final = """\
+signals:
+  SIGTERM, SIGINT (Ctrl-C) and SIGHUP stop the workflow as `runwire workflow stop
+  --mode kill` does: active jobs are killed (SIGTERM, then SIGKILL after 2 s), the
+  scheduler publishes `shutdown`, removes the contact file and keys, and exits 0
+  (stop reason REQUEST(KILL)). A second signal, or a stop unfinished after 15 s,
+  stops at once (remaining jobs get SIGKILL). Signals after the workflow has
+  stopped are ignored. (Cylc 8 stops in --now mode on these signals and leaves
+  active jobs for a restart; this scheduler cannot restart a run, so it kills
+  them rather than leave orphans.) SIGKILL leaves a stale contact file, cleaned
+  up by the next start, and orphaned jobs, whose job directories are never reused.
+
+exit status: 0 finished or stopped on request or signal; 1 aborted (stall
+  timeout, error) or could not start; 2 invalid definition or command line."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``runwire serve workflow``."""
+    """Options of ``runwire serve workflow`` (and the signal notes in its ``--help``)."""
+    parser.epilog = SIGNAL_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "definition", type=Path, metavar="DEFINITION", help="workflow definition (.yaml/.toml)"
     )
@@ -128,15 +163,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between heartbeats on the publish socket (default %(default)s)",
     )
     parser.add_argument(
-        "--log-level", default="WARNING", help="logging level (default: %(default)s)"
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="WARNING",
+        metavar="LEVEL",
+        help=f"logging level: {', '.join(LOG_LEVELS)}, any case (default: %(default)s)",
     )
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""The signals that stop the workflow (kill mode; see the module docstring)."""
 
 
 class StopSignals:
-    """SIGTERM/SIGINT handlers for the rest of the process's life.
+    """SIGTERM/SIGINT/SIGHUP handlers for the rest of the process's life.
 
     While a service is attached (:meth:`attach`, from its event loop) a signal calls its
     :meth:`WorkflowService.request_stop` on that loop; otherwise (before, and once the
@@ -145,7 +186,7 @@ class StopSignals:
     instead of exiting with its status. Plain :func:`signal.signal` handlers are used rather
     than ``loop.add_signal_handler``, which ``loop.close()`` resets to the default action
     (death); and since Python resets its own handlers to the default action while it
-    finalizes, an :mod:`atexit` hook switches both signals to ``SIG_IGN`` first (not
+    finalizes, an :mod:`atexit` hook switches them to ``SIG_IGN`` first (not
     earlier: job processes would inherit ``SIG_IGN``, and a killed job must die).
     """
 
@@ -198,7 +239,7 @@ class StopSignals:
 
 @functools.cache
 def _ignore_at_exit() -> None:
-    """Register (once) the atexit hook that ignores SIGTERM/SIGINT while Python finalizes."""
+    """Register (once) the atexit hook that ignores the stop signals while Python finalizes."""
     atexit.register(_ignore_stop_signals)
 
 
@@ -210,7 +251,7 @@ def _ignore_stop_signals() -> None:
 
 async def serve(service: WorkflowService, signals: StopSignals | None = None) -> str:
     """Start ``service``, print where it listens, run it until the workflow stops (with
-    `signals` attached, SIGTERM and SIGINT request a stop until then); returns the stop
+    `signals` attached, SIGTERM, SIGINT and SIGHUP request a stop until then); returns the stop
     reason once the service has cleaned up."""
     if signals is not None:
         signals.attach(service)

@@ -13,7 +13,7 @@ the way ``cylc play`` does (reference/workflow.md section 3):
 4. the contact file is written (atomically, 0600) right after the bind;
 5. the scheduler runs until the workflow stops: all cycle points done, a ``stop`` command,
    a stall timeout, or :meth:`WorkflowService.request_stop` (the serve command calls it on
-   SIGTERM/SIGINT);
+   SIGTERM/SIGINT/SIGHUP);
 6. on the way out the queued deltas and ``shutdown`` (with the stop reason) are published,
    the sockets close, and the contact file and keys are removed.
 

@@ -10,6 +10,7 @@ deadline, and the subprocess is waited for with a timeout.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -219,15 +220,62 @@ def test_serve_status_hold_client_and_stop(
     assert after.status == 1 and "pipeline is not running" in after.err
 
 
-def test_sigterm_stops_the_workflow_cleanly(serve: Callable[..., Served]) -> None:
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that are not zombies (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_stop_signals_kill_the_jobs_and_stop_the_workflow_cleanly(
+    serve: Callable[..., Served],
+    workflow: Callable[..., Outcome],
+    tmp_path: Path,
+    signum: signal.Signals,
+) -> None:
+    """SIGTERM, SIGINT and SIGHUP each stop the workflow in kill mode: the running job is
+    killed and the contact file and keys removed (SIGHUP used to kill the scheduler with no
+    clean-up at all)."""
     served = serve(CONFORMANCE, "--workflow-id", "conf/run1")
     assert served.match["id"] == "conf/run1"
     assert served.contact_file.exists()
-    served.process.send_signal(signal.SIGTERM)
+    until_status(
+        workflow,
+        tmp_path,
+        lambda s: (row(s, "1/sleeper") or {}).get("job_state") == "running",
+        "conf/run1",
+    )
+    status_file = tmp_path / "conf" / "run1" / "log" / "job" / "1" / "sleeper" / "01" / "job.status"
+    pid = next(
+        int(line.split("=", 1)[1])
+        for line in status_file.read_text().splitlines()
+        if line.startswith("CYLC_JOB_ID=")
+    )
+    served.process.send_signal(signum)
     status_code, rest = served.wait()
     assert status_code == 0
     assert rest.strip() == "runwire workflow conf/run1 stopped: REQUEST(KILL)"
     assert not served.contact_file.exists()
+    assert not (served.contact_file.parent / "server.key_secret").exists()
+    assert "CYLC_JOB_EXIT=" in status_file.read_text()  # the scheduler saw its job end
+    assert live_group_members(pid) == []  # no orphan left (zombies awaiting init are dead)
+
+
+def test_serve_help_documents_the_signals_and_log_levels_are_choices() -> None:
+    from runwire.reference_server.workflow import serve_main
+
+    parser = argparse.ArgumentParser(prog="runwire serve workflow")
+    serve_main.add_arguments(parser)
+    text = parser.format_help()
+    for needle in ("SIGTERM, SIGINT (Ctrl-C) and SIGHUP", "--mode kill", "--now mode"):
+        assert needle in text.replace("\n  ", " "), text
+    assert "SIGHUP" in (serve_main.__doc__ or "")
+    assert parser.parse_args(["x.yaml", "--log-level", "debug"]).log_level == "DEBUG"
 
 
 def test_signals_while_cleaning_up_do_not_kill_the_server(serve: Callable[..., Served]) -> None:
@@ -434,3 +482,8 @@ def test_serve_refuses_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: P
             main(["serve", "workflow", str(PIPELINE), "--port-range", bad_range])
     with pytest.raises(SystemExit):
         main(["serve", "workflow", str(PIPELINE), "--workflow-id", "../x"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad_level:  # a usage error, not a traceback
+        main(["serve", "workflow", str(PIPELINE), "--log-level", "bogus"])
+    assert bad_level.value.code == 2
+    assert "argument --log-level: invalid choice: 'BOGUS'" in capsys.readouterr().err
