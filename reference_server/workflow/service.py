@@ -17,6 +17,12 @@ the way ``cylc play`` does (reference/workflow.md section 3):
 6. on the way out the queued deltas and ``shutdown`` (with the stop reason) are published,
    the sockets close, and the contact file and keys are removed.
 
+If :meth:`WorkflowService.start` fails (no free port, files), it removes what it created:
+the keys and contact file, ``.service/`` if it made it, and the run directory (and any
+folders above it up to the run root) if it made them and they are still empty. A run
+directory that existed before keeps everything it had, so a workflow that never started
+stays "no such workflow" rather than "not running".
+
 Everything runs on one event loop.
 """
 
@@ -86,6 +92,16 @@ class WorkflowAlreadyRunning(RunwireError):
 def is_clean_stop(reason: str | None) -> bool:
     """True for a workflow that finished or stopped on request (see CLEAN_STOP_REASONS)."""
     return reason in CLEAN_STOP_REASONS
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
 
 
 def advertised_host(bind_host: str) -> str:
@@ -167,6 +183,8 @@ class WorkflowService:
         self._stop_requests = 0
         self._pending_stop: str | None = None
         self._closed = False
+        self._created_dirs: list[Path] = []
+        """Folders the current start() created, deepest first (removed if it fails)."""
 
     @property
     def contact_file(self) -> Path:
@@ -182,6 +200,7 @@ class WorkflowService:
 
     def _claim_run_dir(self) -> None:
         """Create the run directory; refuse a live contact file, clean up a stale one."""
+        self._created_dirs = _missing_folders(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.contact_file.exists():
             return
@@ -196,7 +215,9 @@ class WorkflowService:
         remove_service_files(self.run_dir)
 
     async def start(self) -> Contact:
-        """Create keys, bind, write the contact file; returns the contact written.
+        """Create keys, bind, write the contact file; returns the contact written. If it
+        fails, what it created is removed again (service files, and the run directory if it
+        made it; see the module docstring).
 
         Raises:
             ValueError: ``insecure_loopback`` on a non-loopback host, or a bad port range.
@@ -211,9 +232,11 @@ class WorkflowService:
             require_loopback(self.host)
         self._claim_run_dir()
         folder = service_dir(self.run_dir)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder, 0o700)
+        if not folder.exists():
+            self._created_dirs.insert(0, folder)
         try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(folder, 0o700)
             security = None
             if not self.insecure_loopback:
                 security = create_service_keys(folder).server_security()
@@ -246,10 +269,12 @@ class WorkflowService:
             )
             write_contact_file(self.run_dir, self.contact, registry=self.server.registry)
         except BaseException:
-            if self.server is not None:
-                await self.server.stop("ABORT(start failed)")
-            remove_service_files(self.run_dir)
-            self.server = None
+            try:
+                if self.server is not None:
+                    await self.server.stop("ABORT(start failed)")
+            finally:
+                self.server = None
+                self._undo_claim()
             raise
         LOG.info(
             "workflow %s listening on %s:%d (publish %d, %s); contact file %s",
@@ -261,6 +286,23 @@ class WorkflowService:
             self.contact_file,
         )
         return self.contact
+
+    def _undo_claim(self) -> None:
+        """After a failed start: remove the service files, then the folders this start
+        created (deepest first, each only while empty: never what was there before)."""
+        with contextlib.suppress(OSError):
+            remove_service_files(self.run_dir)
+        created, self._created_dirs = self._created_dirs, []
+        for folder in created:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # not empty (someone wrote there meanwhile), or no access
+                LOG.warning("left %s in place after the failed start: %s", folder, exc)
+                return
+        if created:
+            LOG.info("removed %s, created by the failed start", created[-1])
 
     async def run(self) -> str:
         """Run the workflow until it stops, then shut the service down (publish the

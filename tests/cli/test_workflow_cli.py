@@ -452,8 +452,9 @@ def test_serve_reports_a_port_range_in_use(
             signal.signal(number, handler)
     assert status == 1
     assert f"cannot bind on 127.0.0.1, ports {port}-{port + 1}" in capsys.readouterr().err
-    service = tmp_path / "pipeline" / ".service"
-    assert list(service.iterdir()) == []  # keys made for the failed start are removed
+    assert not (tmp_path / "pipeline").exists()  # the run directory this start made is gone
+    after = main(["workflow", "status", "pipeline", "--run-root", str(tmp_path)])
+    assert after == 1 and "no such workflow: pipeline" in capsys.readouterr().err
 
 
 def test_serve_refuses_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

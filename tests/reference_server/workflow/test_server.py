@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -478,12 +479,17 @@ def test_no_such_workflow_vs_stopped_vs_stale(tmp_path: Path) -> None:
     with pytest.raises(WorkflowNotRunning, match="stale contact file") as stale:
         discover("old", tmp_path)
     assert stale.value.stale and stale.value.contact == gone
+    assert stale.value.detail.endswith(f"(process {gone.pid} is gone)")
 
-    # the pid runs, but another command: a reused pid, also stale
+    # the pid runs, but another command: a reused pid, also stale, and said so
     reused = Contact(**{**gone.__dict__, "pid": os.getpid(), "command": "something else"})
     write_contact_file(run_dir, reused)
-    with pytest.raises(WorkflowNotRunning, match="stale"):
+    with pytest.raises(WorkflowNotRunning, match="stale") as other:
         discover("old", tmp_path)
+    assert other.value.stale and "is gone" not in str(other.value)
+    expected = f"(process {os.getpid()} is not this workflow's scheduler (it runs: "
+    assert expected in other.value.detail
+    assert "pytest" in other.value.detail or sys.executable in other.value.detail
     # not checked for a workflow on another host (cannot be checked from here)
     remote = Contact(**{**gone.__dict__, "host": "elsewhere.invalid"})
     write_contact_file(run_dir, remote)
@@ -515,6 +521,46 @@ def test_a_stale_contact_file_is_cleaned_up_and_a_live_one_refused(tmp_path: Pat
             assert await s.client.request("ping_workflow") is True
 
     run_bounded(scenario())
+
+
+@contextlib.contextmanager
+def occupied_port() -> Iterator[int]:
+    """A loopback TCP port that is listened on (ZeroMQ cannot bind it) while in use."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+def start_fails(service: WorkflowService) -> None:
+    async def scenario() -> None:
+        with pytest.raises(zmq.ZMQError):
+            await service.start()
+
+    run_bounded(scenario())
+
+
+def test_a_failed_start_removes_the_run_directory_it_created(tmp_path: Path) -> None:
+    run_root = tmp_path / "new-root"
+    with occupied_port() as port:
+        start_fails(make_service(run_root, workflow_id="project/run1", port=port))
+    assert not run_root.exists()  # the run root and project/ were made by this start too
+    with pytest.raises(WorkflowNotFound, match="no such workflow"):
+        discover("project/run1", run_root)
+
+    # an existing run directory keeps everything it had, .service/ included
+    run_dir = tmp_path / "wired"
+    (run_dir / "log").mkdir(parents=True)
+    (run_dir / "log" / "earlier.txt").write_text("a previous run\n")
+    with occupied_port() as port:
+        start_fails(make_service(tmp_path, port=port))
+    assert (run_dir / "log" / "earlier.txt").read_text() == "a previous run\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["log"]  # .service/ made, then removed
+    service_dir(run_dir).mkdir(mode=0o700)
+    (service_dir(run_dir) / "db").write_text("kept\n")
+    with occupied_port() as port:
+        start_fails(make_service(tmp_path, port=port))
+    assert sorted(p.name for p in service_dir(run_dir).iterdir()) == ["db"]  # keys removed
+    with pytest.raises(WorkflowNotRunning):
+        discover("wired", tmp_path)
 
 
 def test_connect_finds_the_workflow_by_id(tmp_path: Path) -> None:
