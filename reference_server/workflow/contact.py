@@ -92,6 +92,8 @@ API_VERSION: Final = "1"
 """``CYLC_API``: the workflow protocol manifest's ``version``."""
 
 MAX_CONTACT_BYTES: Final = 64 << 10
+MAX_SHOWN_COMMAND: Final = 200
+"""Characters of another process's command line shown in a stale-contact message."""
 MAX_WORKFLOW_ID_CHARS: Final = 255
 _ID_PART: Final = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
 _ID_RE: Final = re.compile(rf"^{_ID_PART}(/{_ID_PART})*$")
@@ -124,8 +126,8 @@ class WorkflowNotRunning(RunwireError):
     Attributes:
         workflow_id, run_dir: as for :class:`WorkflowNotFound`.
         detail: how it was found out (``no contact file``, ``stale contact file ...``).
-        stale: the contact file of a process that is gone (``contact`` holds it), rather
-            than no contact file at all.
+        stale: a contact file whose process is gone or whose pid now runs another command
+            (``contact`` holds it; ``detail`` says which), rather than no contact file at all.
         contact: the stale contact, or None.
     """
 
@@ -456,18 +458,28 @@ def discover(
         contact = read_contact_file(run_dir, registry=registry)
     except FileNotFoundError:
         raise WorkflowNotRunning(workflow_id, run_dir, detail="no contact file") from None
-    if (
-        check_process
-        and is_local_host(contact.host)
-        and not process_matches(contact.pid, contact.command)
-    ):
-        raise WorkflowNotRunning(
-            workflow_id,
-            run_dir,
-            contact=contact,
-            detail=f"stale contact file {contact_path(run_dir)} (process {contact.pid} is gone)",
-        )
+    if check_process and is_local_host(contact.host):
+        why = _not_the_scheduler(contact)
+        if why is not None:
+            raise WorkflowNotRunning(
+                workflow_id,
+                run_dir,
+                contact=contact,
+                detail=f"stale contact file {contact_path(run_dir)} ({why})",
+            )
     return contact
+
+
+def _not_the_scheduler(contact: Contact) -> str | None:
+    """Why the contact file's process is not its scheduler, in words (None if it is): the
+    process is gone, or its pid now runs another command."""
+    actual = process_command(contact.pid)
+    if actual is None:
+        return f"process {contact.pid} is gone"
+    if contact.command is not None and _clean(contact.command) != actual:
+        shown = actual if len(actual) <= MAX_SHOWN_COMMAND else actual[:MAX_SHOWN_COMMAND] + "..."
+        return f"process {contact.pid} is not this workflow's scheduler (it runs: {shown})"
+    return None
 
 
 def client_security(
