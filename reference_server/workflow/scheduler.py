@@ -1351,6 +1351,18 @@ class Scheduler:
             raise CommandRejected(f"mode must be one of {', '.join(STOP_MODES)}, not {mode!r}")
         if "cycle_point" in args and "task" in args:
             raise CommandRejected("give cycle_point or task, not both")
+        stop_at = next((key for key in ("cycle_point", "task") if key in args), None)
+        if stop_at is not None and mode != "clean":
+            # a stop point always stops cleanly; Cylc's `cylc stop` refuses --kill with a
+            # stop point (and its scheduler would drop the mode silently)
+            when = {
+                "cycle_point": "after a cycle point is always clean (once its tasks finish)",
+                "task": "after a task is always clean (once it succeeds)",
+            }[stop_at]
+            raise CommandRejected(
+                f"mode {mode} cannot be combined with {stop_at}: stopping {when}; "
+                "give one or the other"
+            )
         if "cycle_point" in args:
             point = args["cycle_point"]
             if not isinstance(point, str) or not _POINT_RE.match(point):

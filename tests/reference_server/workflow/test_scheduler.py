@@ -876,7 +876,7 @@ def test_stop_after_a_cycle_point(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with running(definition, tmp_path, start_paused=True, keep_finished_points=9) as h:
-            assert h.command("stop", {"cycle_point": "2"})["matched"] == []
+            assert h.command("stop", {"mode": "clean", "cycle_point": "2"})["matched"] == []
             await h.until(lambda: h.workflow()["stop_mode"] == "after cycle point 2")
             h.command("resume")
             assert await h.finish() == "AUTOMATIC"
@@ -1126,6 +1126,18 @@ UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-
         ("stop", {"cycle_point": "x"}, "cycle_point must be an integer cycle point, not 'x'"),
         ("stop", {"cycle_point": "0"}, "cycle_point 0 is before the initial cycle point 1"),
         ("stop", {"cycle_point": "1", "task": "1/a"}, "give cycle_point or task, not both"),
+        (
+            "stop",
+            {"mode": "now", "cycle_point": "1"},
+            "mode now cannot be combined with cycle_point: stopping after a cycle point is "
+            "always clean (once its tasks finish); give one or the other",
+        ),
+        (
+            "stop",
+            {"mode": "kill", "task": "1/a"},
+            "mode kill cannot be combined with task: stopping after a task is always clean "
+            "(once it succeeds); give one or the other",
+        ),
         ("stop", {"task": "1/*"}, "task must be one task id such as 1/foo, not '1/*'"),
         ("set", {"tasks": ["1/a"], "outputs": ["nosuch"]}, "a has no output 'nosuch'"),
         (
