@@ -14,7 +14,9 @@ command                                                   request
                                                           prints the reply's data as JSON
 ``pause WORKFLOW`` / ``resume WORKFLOW``                  ``pause`` / ``resume``
 ``stop WORKFLOW [--mode clean|now|kill]``                 ``stop`` (``--cycle-point P``: after
-``[--cycle-point P] [--task ID]``                         that point; ``--task``: after it)
+``[--cycle-point P | --task ID]``                         that point; ``--task``: after it
+                                                          succeeds; either stops cleanly, so
+                                                          not with ``--mode now|kill``)
 ``hold|release|trigger|kill|poll|remove WORKFLOW TASKS``  that command with ``tasks`` (ids
                                                           and globs: ``1/foo``, ``1/*``,
                                                           ``*/*:failed``, ``1/foo/01``, ``1``)
@@ -27,9 +29,16 @@ Common options: ``--run-root DIR`` (default ``$RUNWIRE_RUN_ROOT``, else ``~/runw
 ``--timeout SECONDS`` (per request, default 5, as ``--comms-timeout``), ``--json`` (the reply's
 data as JSON instead of text; ``client`` always prints JSON).
 
+Task ids, cycle points and stop options are checked before anything is sent: a malformed
+one is a usage error naming the value and the form expected (``bad task id 'a b': expected
+...``), as are contradictory stop options (Cylc's ``cylc stop`` likewise refuses ``--kill``
+with a stop point, and a stop cycle point with a stop task). ``client`` reads its args from
+stdin; on a terminal it says so on stderr first.
+
 Exit status: 0 success; 1 the workflow is not running or does not exist, refused the command
-(``accepted: false``) or answered with an error; 2 usage errors (bad options, args that are
-not a JSON object) and requests that could not be made (timeout, keys).
+(``accepted: false``) or answered with an error; 2 usage errors (bad options or ids,
+contradictory options, args that are not a JSON object) and requests that could not be made
+(timeout, keys).
 """
 
 from __future__ import annotations
@@ -53,6 +62,13 @@ TASK_COMMANDS: Final = {
 }
 STOP_MODES: Final = ("clean", "now", "kill")
 MAX_STDIN_BYTES: Final = 1 << 20
+STDIN_HINT: Final = (
+    "reading the command's JSON args from stdin; end with Ctrl-D, or pass -n for no args"
+)
+"""Printed to stderr by ``client`` when stdin is a terminal."""
+TASK_SELECTOR_FORM: Final = (
+    "CYCLE[/TASK[/JOB]][:STATE] with * and ? globs (e.g. 1/foo, 1/*, */*:failed, 1/foo/01, 1)"
+)
 
 
 class UsageError(Exception):
@@ -68,6 +84,36 @@ def positive_seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+def wire_value(model: str, what: str, expected: str) -> Callable[[str], str]:
+    """An argparse type accepting the strings the workflow schema's definition `model`
+    accepts (checked with its generated model, so CLI and schema agree), else the usage
+    error ``bad WHAT 'VALUE': expected EXPECTED``."""
+
+    def check(text: str) -> str:
+        from pydantic import ValidationError
+
+        from runwire.generated.workflow import models
+
+        try:
+            getattr(models, model).model_validate(text)
+        except ValidationError:
+            raise argparse.ArgumentTypeError(f"bad {what} {text!r}: expected {expected}") from None
+        return text
+
+    check.__name__ = what.replace(" ", "_")
+    return check
+
+
+task_selector = wire_value("TaskSelector", "task id", TASK_SELECTOR_FORM)
+"""``hold``/``release``/... TASKS (argparse type)."""
+cycle_point = wire_value("CyclePoint", "cycle point", "an integer cycle point such as 1 or 3")
+"""``stop --cycle-point`` (argparse type)."""
+task_proxy_id = wire_value(
+    "TaskProxyId", "task id", "CYCLE/TASK such as 1/foo (one task, no globs)"
+)
+"""``stop --task`` (argparse type)."""
 
 
 def _dumps(value: Any) -> str:
@@ -116,20 +162,32 @@ def _print_control(args: argparse.Namespace, command: str, reply: Mapping[str, A
     return 0 if reply.get("accepted") else 1
 
 
+def _read_args() -> Any:
+    """The args object on stdin (an empty input is ``{}``); a hint goes to stderr first when
+    stdin is a terminal, which would otherwise wait silently."""
+    if sys.stdin.isatty():
+        print(STDIN_HINT, file=sys.stderr, flush=True)
+    text = sys.stdin.read(MAX_STDIN_BYTES + 1)
+    if len(text) > MAX_STDIN_BYTES:
+        raise UsageError(f"args on stdin are larger than {MAX_STDIN_BYTES} bytes")
+    if not text.strip():
+        return {}
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"args on stdin are not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError("args on stdin must be a JSON object")
+    return payload
+
+
 def _cmd_client(args: argparse.Namespace) -> int:
-    payload: Any = {}
-    if not args.no_input:
-        text = sys.stdin.read(MAX_STDIN_BYTES + 1)
-        if len(text) > MAX_STDIN_BYTES:
-            raise UsageError(f"args on stdin are larger than {MAX_STDIN_BYTES} bytes")
-        if text.strip():
-            try:
-                payload = json.loads(text)
-            except ValueError as exc:
-                raise UsageError(f"args on stdin are not JSON: {exc}") from None
-            if not isinstance(payload, dict):
-                raise UsageError("args on stdin must be a JSON object")
-    print(_dumps(_request(args, args.endpoint, payload)))
+    client = _client(args)  # the workflow is found first: no reading stdin for nothing
+    try:
+        payload = {} if args.no_input else _read_args()
+        print(_dumps(client(args.endpoint, payload)))
+    finally:
+        client.stop()
     return 0
 
 
@@ -141,12 +199,33 @@ def _cmd_workflow_level(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    payload: dict[str, Any] = {"mode": args.mode}
+    payload: dict[str, Any]
     if args.cycle_point is not None:
-        payload["cycle_point"] = args.cycle_point
-    if args.task is not None:
-        payload["task"] = args.task
+        payload = {"cycle_point": args.cycle_point}
+    elif args.task is not None:
+        payload = {"task": args.task}
+    else:
+        payload = {"mode": args.mode or "clean"}
     return _print_control(args, "stop", _request(args, "stop", payload))
+
+
+def check_stop_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--mode now|kill`` with ``--cycle-point`` or ``--task`` (``parser.error``:
+    exit status 2). A stop point always stops cleanly; Cylc's ``cylc stop`` refuses
+    ``--kill`` with one (and would drop ``--now`` without a word). ``--cycle-point`` with
+    ``--task`` is refused by their mutually exclusive group."""
+    stop_at = (
+        "--cycle-point"
+        if args.cycle_point is not None
+        else "--task"
+        if args.task is not None
+        else None
+    )
+    if stop_at is not None and args.mode in ("now", "kill"):
+        parser.error(
+            f"--mode {args.mode} cannot be combined with {stop_at}: stopping after a cycle "
+            "point or a task is always clean (active jobs finish); give one or the other"
+        )
 
 
 def _cmd_tasks(command: str) -> Callable[[argparse.Namespace], int]:
@@ -302,16 +381,37 @@ def register(sub: Any) -> None:
         ),
     )
     _common(stop)
-    stop.add_argument("--mode", choices=STOP_MODES, default="clean", help="default: clean")
-    stop.add_argument("--cycle-point", metavar="POINT", help="stop after this cycle point")
-    stop.add_argument("--task", metavar="ID", help="stop after this task (POINT/NAME) succeeds")
-    stop.set_defaults(func=_guarded(_cmd_stop))
+    stop.add_argument(
+        "--mode",
+        choices=STOP_MODES,
+        help="clean (the default), now or kill; not with --cycle-point or --task",
+    )
+    stop_at = stop.add_mutually_exclusive_group()
+    stop_at.add_argument(
+        "--cycle-point", type=cycle_point, metavar="POINT", help="stop after this cycle point"
+    )
+    stop_at.add_argument(
+        "--task",
+        type=task_proxy_id,
+        metavar="ID",
+        help="stop after this task (POINT/NAME) succeeds",
+    )
+
+    def stop_handler(args: argparse.Namespace) -> int:
+        check_stop_options(stop, args)
+        return _cmd_stop(args)
+
+    stop.set_defaults(func=_guarded(stop_handler))
 
     for name, text in TASK_COMMANDS.items():
         parser = commands.add_parser(name, help=text, description=text)
         _common(parser)
         parser.add_argument(
-            "tasks", nargs="+", metavar="TASKS", help="task ids or globs (1/foo, 1/*, */*:failed)"
+            "tasks",
+            nargs="+",
+            type=task_selector,
+            metavar="TASKS",
+            help="task ids or globs (1/foo, 1/*, */*:failed, 1/foo/01, 1)",
         )
         parser.set_defaults(func=_guarded(_cmd_tasks(name)))
 

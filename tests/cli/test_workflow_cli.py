@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from runwire.commands.workflow import STDIN_HINT
 from runwire.main import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,11 +116,13 @@ def workflow(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Outcome]:
     """``workflow("status", "pipeline", "--json", stdin=None)``: ``runwire workflow ...``
-    in-process."""
+    in-process (``stdin``: its text, or a file object to read it from)."""
 
-    def run(*argv: str, stdin: str | None = None) -> Outcome:
+    def run(*argv: str, stdin: str | io.StringIO | None = None) -> Outcome:
         if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+            monkeypatch.setattr(
+                sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str) else stdin
+            )
         capsys.readouterr()
         status = main(["workflow", *argv])
         captured = capsys.readouterr()
@@ -320,11 +323,97 @@ def test_client_command_errors(
     assert refused.status == 1 and "not accepted" in refused.err
     refused_json = workflow("hold", "pipeline", "9/*", "--json", *root)
     assert refused_json.status == 1 and refused_json.json["accepted"] is False
-    bad_glob = workflow("trigger", "pipeline", "1/a b", *root)
-    assert bad_glob.status == 1 and "invalid_args" in bad_glob.err
     with pytest.raises(SystemExit) as usage:
         workflow("stop", "pipeline", "--mode", "sideways", *root)
     assert usage.value.code == 2
+
+    # client on a terminal says it reads stdin (and only once the workflow is found)
+    terminal = TerminalInput('{"endpoint": "hold"}')
+    doc = workflow("client", "pipeline", "api", *root, stdin=terminal)
+    assert doc.status == 0 and doc.json.startswith("Hold task proxies")
+    assert doc.err == STDIN_HINT + "\n"
+    assert STDIN_HINT == (
+        "reading the command's JSON args from stdin; end with Ctrl-D, or pass -n for no args"
+    )
+    piped = workflow("client", "pipeline", "api", *root, stdin='{"endpoint": "hold"}')
+    assert piped.status == 0 and piped.err == ""
+    assert workflow("client", "pipeline", "api", "-n", *root, stdin=TerminalInput("")).err == ""
+    unread = TerminalInput("{}")
+    missing = workflow("client", "nosuch", "api", *root, stdin=unread)
+    assert missing.status == 1 and "no such workflow" in missing.err
+    assert STDIN_HINT not in missing.err and unread.tell() == 0
+
+
+class TerminalInput(io.StringIO):
+    """Text on stdin that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["hold", "pipeline", "bad id with space"],
+            "argument TASKS: bad task id 'bad id with space': expected "
+            "CYCLE[/TASK[/JOB]][:STATE] with * and ? globs (e.g. 1/foo, 1/*, */*:failed, "
+            "1/foo/01, 1)",
+        ),
+        (
+            ["trigger", "pipeline", "1/foo", "1/a b"],
+            "argument TASKS: bad task id '1/a b': expected CYCLE[/TASK[/JOB]][:STATE]",
+        ),
+        (
+            ["stop", "--cycle-point", "abc", "pipeline"],
+            "argument --cycle-point: bad cycle point 'abc': expected an integer cycle point "
+            "such as 1 or 3",
+        ),
+        (
+            ["stop", "--task", "nosuch", "pipeline"],
+            "argument --task: bad task id 'nosuch': expected CYCLE/TASK such as 1/foo (one "
+            "task, no globs)",
+        ),
+        (
+            ["stop", "--mode", "now", "--cycle-point", "1", "pipeline"],
+            "--mode now cannot be combined with --cycle-point: stopping after a cycle point or "
+            "a task is always clean (active jobs finish); give one or the other",
+        ),
+        (
+            ["stop", "--mode", "kill", "--task", "1/foo", "pipeline"],
+            "--mode kill cannot be combined with --task:",
+        ),
+        (
+            ["stop", "--cycle-point", "1", "--task", "1/foo", "pipeline"],
+            "argument --task: not allowed with argument --cycle-point",
+        ),
+    ],
+)
+def test_bad_ids_and_contradictory_stop_options_are_one_line_usage_errors(
+    workflow: Callable[..., Outcome],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+) -> None:
+    """Checked before anything is sent (no workflow needed): exit status 2, and the error line
+    names the value and the form expected, instead of a JSON-Schema dump."""
+    with pytest.raises(SystemExit) as usage:
+        workflow(*argv, "--run-root", str(tmp_path))
+    assert usage.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: runwire workflow ")
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith(f"runwire workflow {argv[0]}: error: {message}"), err
+    assert "pattern" not in err and "schema" not in err
+
+
+def test_clean_mode_may_name_a_stop_point(workflow: Callable[..., Outcome], tmp_path: Path) -> None:
+    """--mode clean with --cycle-point passes the checks (and then finds no workflow)."""
+    outcome = workflow(
+        "stop", "--mode", "clean", "--cycle-point", "2", "nosuch", "--run-root", str(tmp_path)
+    )
+    assert outcome.status == 1 and "no such workflow: nosuch" in outcome.err
 
 
 def write_definition(path: Path, data: dict[str, Any]) -> Path:
