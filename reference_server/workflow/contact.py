@@ -23,6 +23,12 @@ alike, cylc-flow#4798):
 
 The process check (:func:`process_matches`) reads ``/proc/<pid>/cmdline`` (or ``ps``) and
 compares it with ``CYLC_WORKFLOW_COMMAND``; it is only made for a workflow on this host.
+
+Generated clients for a workflow found by id (host, port and CURVE keys from its run
+directory): :func:`connect` (the asyncio :class:`~runwire.generated.workflow.WorkflowClient`),
+:func:`connect_sync` (the blocking :class:`~runwire.generated.workflow.WorkflowSyncClient`)
+and :func:`subscribe` (the :class:`~runwire.generated.workflow.WorkflowSubscriber` of its
+publish port).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from runwire import __version__
-from runwire.generated.workflow import WorkflowClient, WorkflowSubscriber
+from runwire.generated.workflow import WorkflowClient, WorkflowSubscriber, WorkflowSyncClient
 from runwire.runtime.errors import RunwireError
 from runwire.runtime.files import fsync_directory, write_atomically
 from runwire.runtime.transport.zmq_security import (
@@ -67,6 +73,7 @@ __all__ = [
     "check_workflow_id",
     "client_security",
     "connect",
+    "connect_sync",
     "contact_path",
     "current_command",
     "default_run_root",
@@ -521,13 +528,22 @@ def client_security(
     return CurveClientSecurity(keypair=keypair, server_public_key=server_key)
 
 
+def _locate(
+    workflow_id: str, run_root: str | os.PathLike[str] | None
+) -> tuple[Contact, CurveClientSecurity | None]:
+    """The live contact of a workflow and the client keys to reach it (see :func:`connect`)."""
+    contact = discover(workflow_id, run_root)
+    run_dir = workflow_run_dir(workflow_id, run_root)
+    return contact, client_security(run_dir, contact)
+
+
 def connect(
     workflow_id: str,
     run_root: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> tuple[WorkflowClient, Contact]:
-    """A generated :class:`~runwire.generated.workflow.WorkflowClient` for a running
-    workflow, found by id (host, port and keys from its run directory).
+    """A generated :class:`~runwire.generated.workflow.WorkflowClient` (asyncio) for a
+    running workflow, found by id (host, port and keys from its run directory).
 
     Args:
         workflow_id, run_root: as for :func:`discover`.
@@ -541,10 +557,44 @@ def connect(
             :func:`discover`.
         CurveKeyError: the key files cannot be loaded.
     """
-    contact = discover(workflow_id, run_root)
-    run_dir = workflow_run_dir(workflow_id, run_root)
-    security = client_security(run_dir, contact)
+    contact, security = _locate(workflow_id, run_root)
     return WorkflowClient(contact.host, contact.port, security=security, **options), contact
+
+
+def connect_sync(
+    workflow_id: str,
+    run_root: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> tuple[WorkflowSyncClient, Contact]:
+    """The blocking counterpart of :func:`connect`: a generated
+    :class:`~runwire.generated.workflow.WorkflowSyncClient` for a running workflow, found by
+    id, with the same arguments and errors.
+
+    Each call of the client blocks until the reply comes or ``timeout_s`` passes (no event
+    loop needed; called from a running event loop it blocks that loop, so never call it on
+    the loop that serves the workflow). A ZeroMQ socket belongs to one thread: use the
+    client from one thread, and close it (or use ``with``) when done::
+
+        client, contact = connect_sync("pipeline", timeout_s=5)
+        with client:
+            client.ping_workflow()                       # PingData(True)
+            client.hold({"tasks": ["2/*"]})              # ControlResult(accepted=True, ...)
+
+    Args:
+        workflow_id, run_root: as for :func:`discover`.
+        **options: more :class:`WorkflowSyncClient` options (``timeout_s``, ``header``,
+            ``context``...).
+
+    Returns:
+        (client, contact).
+
+    Raises:
+        WorkflowNotFound, WorkflowNotRunning, ContactFileError, ValueError: see
+            :func:`discover`.
+        CurveKeyError: the key files cannot be loaded.
+    """
+    contact, security = _locate(workflow_id, run_root)
+    return WorkflowSyncClient(contact.host, contact.port, security=security, **options), contact
 
 
 def subscribe(
@@ -555,9 +605,7 @@ def subscribe(
     """A generated :class:`~runwire.generated.workflow.WorkflowSubscriber` connected to a
     running workflow's publish port, found by id (the heartbeat interval from the contact
     file unless given). Raises as :func:`connect`."""
-    contact = discover(workflow_id, run_root)
-    run_dir = workflow_run_dir(workflow_id, run_root)
-    security = client_security(run_dir, contact)
+    contact, security = _locate(workflow_id, run_root)
     options.setdefault("heartbeat_interval_s", contact.heartbeat_interval_s)
     subscriber = WorkflowSubscriber(
         contact.host, contact.publish_port, security=security, **options

@@ -29,7 +29,12 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from runwire.generated.workflow import WorkflowClient, WorkflowServerBase, WorkflowSubscriber
+from runwire.generated.workflow import (
+    WorkflowClient,
+    WorkflowServerBase,
+    WorkflowSubscriber,
+    WorkflowSyncClient,
+)
 from runwire.reference_server.workflow import parse_definition
 from runwire.reference_server.workflow.contact import (
     Contact,
@@ -37,6 +42,7 @@ from runwire.reference_server.workflow.contact import (
     WorkflowNotRunning,
     client_security,
     connect,
+    connect_sync,
     contact_path,
     discover,
     read_contact_file,
@@ -575,6 +581,38 @@ def test_connect_finds_the_workflow_by_id(tmp_path: Path) -> None:
                 client.close()
             workflow = await s.wire_workflow()
             assert workflow["id"] == "project/run1"
+
+    run_bounded(scenario())
+
+
+def test_connect_sync_gives_a_blocking_client_found_by_id(tmp_path: Path) -> None:
+    """connect_sync: the blocking WorkflowSyncClient, used from a thread of its own while the
+    event loop serves the workflow; the same errors as connect for missing and stopped
+    workflows."""
+    with pytest.raises(WorkflowNotFound, match="no such workflow"):
+        connect_sync("project/run1", tmp_path)
+
+    def blocking_calls() -> tuple[Contact, Any, Any, Any]:
+        client, contact = connect_sync("project/run1", tmp_path, timeout_s=WAIT_S)
+        assert isinstance(client, WorkflowSyncClient)
+        with client:
+            ping = client.ping_workflow()
+            held = client.hold({"tasks": ["1/quick"]})
+            workflow = client.data_elements({"element_type": "workflow"})
+        return contact, ping, held, workflow
+
+    async def scenario() -> None:
+        async with serving(tmp_path, paused=True, workflow_id="project/run1") as s:
+            contact, ping, held, workflow = await asyncio.to_thread(blocking_calls)
+            assert contact == s.contact
+            assert ping.root is True
+            assert held.accepted is True and [m.root for m in held.matched] == ["1/quick"]
+            assert workflow.to_wire()["elements"][0]["id"] == "project/run1"
+            await s.until(lambda: bool((s.proxy("1/quick") or {}).get("is_held")))
+            accepted(await s.client.request("stop", {"mode": "clean"}))
+            await s.finish()
+        with pytest.raises(WorkflowNotRunning, match="not running"):
+            connect_sync("project/run1", tmp_path)
 
     run_bounded(scenario())
 
