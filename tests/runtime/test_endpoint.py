@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import gc
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -294,3 +298,150 @@ def test_iterate_refuses_inside_a_running_loop() -> None:
     asyncio.run(inside())
     assert recorder.yielded == 0
     runner.close()
+
+
+# --- SyncRunner interrupted (Ctrl-C) ------------------------------------------------------------
+
+
+@pytest.fixture
+def leftovers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Callable[[], list[str]]:
+    """Call it at the end of a test: what asyncio and the interpreter complained about
+    (unraisable exceptions such as "Exception ignored ... aclose()", "Task was destroyed but
+    it is pending", "Task exception was never retrieved"), after a garbage collection."""
+    unraisable: list[str] = []
+    monkeypatch.setattr(
+        sys, "unraisablehook", lambda report: unraisable.append(repr(report.exc_value))
+    )
+    caplog.set_level(logging.ERROR, logger="asyncio")
+
+    def collect() -> list[str]:
+        gc.collect()
+        return unraisable + [record.getMessage() for record in caplog.records]
+
+    return collect
+
+
+def _interrupt_soon() -> None:
+    """Make the running loop raise KeyboardInterrupt on its next turn, outside any task: what
+    SIGINT does when it arrives while the loop waits in select()."""
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    asyncio.get_running_loop().call_soon(interrupt)
+
+
+async def _wait_forever() -> None:
+    await asyncio.Event().wait()  # as a follow waits for the next packet
+
+
+def test_iterate_interrupted_while_waiting_ends_the_iterator_cleanly(
+    leftovers: Callable[[], list[str]],
+) -> None:
+    cleaned: list[str] = []
+
+    async def inner() -> AsyncIterator[int]:
+        try:
+            yield 0
+            _interrupt_soon()
+            await _wait_forever()
+            yield 1
+        finally:
+            await asyncio.sleep(0)  # an async clean-up, as closing a connection is
+            cleaned.append("inner")
+
+    async def outer() -> AsyncIterator[int]:
+        async with contextlib.aclosing(inner()) as items:
+            async for item in items:
+                yield item
+
+    items = outer()
+    runner = SyncRunner()
+    iterator = runner.iterate(items)
+    assert next(iterator) == 0
+    with pytest.raises(KeyboardInterrupt):  # not "aclose(): ... already running"
+        next(iterator)
+    assert cleaned == ["inner"]
+    assert items.ag_frame is None  # finished: nothing left for asyncio to close later
+    assert runner.run(_double(4)) == 8  # the runner still works
+    runner.close()
+    assert leftovers() == []
+
+
+def test_run_interrupted_while_waiting_finishes_the_coroutine(
+    leftovers: Callable[[], list[str]],
+) -> None:
+    cleaned: list[str] = []
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            _interrupt_soon()
+            await _wait_forever()
+            yield "reply"
+        finally:
+            await asyncio.sleep(0)
+            cleaned.append("lines")
+
+    async def request() -> str:
+        try:
+            async for line in lines():  # no aclosing: asyncio closes it in a task of its own
+                return line
+            return "no reply"
+        finally:
+            await asyncio.sleep(0)
+            cleaned.append("request")
+
+    with SyncRunner() as runner:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(request())
+        assert cleaned == ["lines", "request"]
+        assert runner.run(_double(5)) == 10
+    assert leftovers() == []
+
+
+def test_keyboard_interrupt_raised_inside_the_iterator_propagates_as_is(
+    leftovers: Callable[[], list[str]],
+) -> None:
+    async def items() -> AsyncIterator[int]:
+        yield 0
+        raise KeyboardInterrupt
+
+    with SyncRunner() as runner:
+        iterator = runner.iterate(items())
+        assert next(iterator) == 0
+        with pytest.raises(KeyboardInterrupt):
+            next(iterator)
+    assert leftovers() == []
+
+
+def test_close_finishes_what_is_left_on_the_loop(leftovers: Callable[[], list[str]]) -> None:
+    """A task still pending and an async generator left suspended are cancelled and closed
+    on the loop before it closes, not garbage-collected after."""
+    cleaned: list[str] = []
+
+    async def background() -> None:
+        try:
+            await _wait_forever()
+        finally:
+            await asyncio.sleep(0)
+            cleaned.append("task")
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)
+            cleaned.append("generator")
+
+    async def start(items: AsyncIterator[int]) -> int:
+        asyncio.get_running_loop().create_task(background())
+        return await anext(items)
+
+    runner = SyncRunner()
+    assert runner.run(start(numbers())) == 1
+    runner.close()
+    assert sorted(cleaned) == ["generator", "task"]
+    assert leftovers() == []
