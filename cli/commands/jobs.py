@@ -5,6 +5,9 @@ The dispatcher client commands (submit, result, status, follow, read, cancel, li
 password file, or change its password). Each entry of :data:`COMMANDS` is a function that
 adds its parsers to the ``jobs`` subparsers object and sets ``func`` (called with the parsed
 namespace, returning the exit status).
+
+Ctrl-C (exit 130) and a closed standard output (141) are handled by :func:`runwire.main.main`
+for every command.
 """
 
 from __future__ import annotations
@@ -16,34 +19,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .jobs_client import add_client_commands
+from .jobs_client import EXIT_STATUS_HELP, add_client_commands
+
+AGENT_PASSWD_EXIT_HELP = (
+    "Exit status: 0 password set; 1 it could not be set (the password file cannot be read, "
+    "written or parsed; the two entries differ; no input); 2 usage error (a bad user name, "
+    "an empty password); 130 interrupted (Ctrl-C)."
+)
+
+
+def user_name(text: str) -> str:
+    """A user name a password file can hold (argparse type; see ``check_user_name``)."""
+    from runwire.reference_server.jobs.passwords import PasswordFileError, check_user_name
+
+    try:
+        return check_user_name(text)
+    except PasswordFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _agent_passwd(args: argparse.Namespace) -> int:
     from runwire.reference_server.jobs.agent import AgentConfig
-    from runwire.reference_server.jobs.passwords import (
-        PasswordFile,
-        PasswordFileError,
-        check_user_name,
-    )
+    from runwire.reference_server.jobs.passwords import PasswordFile, PasswordFileError
 
+    prog = "runwire jobs agent-passwd"
     path: Path = args.password_file or AgentConfig().effective_password_file
     try:
-        check_user_name(args.user)
         if args.stdin:
             line = sys.stdin.readline()
             password = line[:-1] if line.endswith("\n") else line
         else:
             password = getpass.getpass(f"new password for {args.user}: ")
             if getpass.getpass("again: ") != password:
-                print("runwire jobs agent-passwd: passwords differ", file=sys.stderr)
+                print(f"{prog}: passwords differ", file=sys.stderr)
                 return 1
+        if not password:
+            print(f"{prog}: the password must not be empty", file=sys.stderr)
+            return 2
         PasswordFile(path).set_password(args.user, password)
-    except PasswordFileError as exc:
-        print(f"runwire jobs agent-passwd: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, EOFError) as exc:
-        print(f"runwire jobs agent-passwd: {exc}", file=sys.stderr)
+    except (PasswordFileError, OSError, EOFError) as exc:
+        print(f"{prog}: {exc or 'no input'}", file=sys.stderr)
         return 1
     print(f"password of {args.user} set in {path}")
     return 0
@@ -59,8 +74,11 @@ def add_agent_passwd(commands: Any) -> None:
             "Argon2id hash; the file is rewritten atomically with mode 0600). A running agent "
             "picks the change up at its next call."
         ),
+        epilog=AGENT_PASSWD_EXIT_HELP,
     )
-    parser.add_argument("user", metavar="USER", help="user name (no whitespace or ':')")
+    parser.add_argument(
+        "user", type=user_name, metavar="USER", help="user name (no whitespace or ':')"
+    )
     parser.add_argument(
         "--password-file",
         type=Path,
@@ -85,6 +103,7 @@ def register(sub: Any) -> None:
         "jobs",
         help="jobs family commands (dispatcher client, agent passwords)",
         description="Commands of the jobs family (HarpCaller dispatcher and harpd agent).",
+        epilog=f"Dispatcher client commands: {EXIT_STATUS_HELP}",
     )
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     for add in COMMANDS:

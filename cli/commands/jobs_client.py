@@ -17,17 +17,25 @@ command                                          request
 =============================================  ===========================================
 
 Common options: ``--dispatcher HOST:PORT`` (default ``$RUNWIRE_DISPATCHER``, else
-127.0.0.1:3502), ``--timeout-s`` (bound on connecting and on each wait for a reply line),
-``--json`` (machine output: one JSON document, or JSON lines for streams: the wire lines).
+127.0.0.1:3502), ``--wait-timeout S`` (this client's bound on connecting and on each wait for
+a reply line; ``--timeout-s`` is its deprecated old name), ``--json`` (machine output: one JSON
+document, or JSON lines for streams: the wire lines). ``submit --timeout`` is something else:
+the job's idle limit, the protocol's ``timeout``.
 
 Waiting (``result --wait``, ``follow``, ``submit --follow``) lasts as long as the job runs:
-after ``--timeout-s`` of silence the request is re-issued on a new connection (a follow
+after ``--wait-timeout`` of silence the request is re-issued on a new connection (a follow
 resumes after the last packet received, so nothing is lost or repeated).
 
-Exit status: 0 success; 1 the job failed (exception or error outcome) or was cancelled
-(``result``, ``follow``, ``read`` and ``submit --follow``, when the outcome is known);
-2 usage errors, a dispatcher that cannot be reached or times out, or a request the dispatcher
-rejects (for example ``invalid_jobid``); 130 interrupted.
+Bad input (a job id that is not a UUID, JSON that is not JSON, an empty host name...) is a
+usage error found before anything is sent.
+
+Exit status (:data:`EXIT_STATUS_HELP`): 0 success; 1 the job failed (exception or error
+outcome) or was cancelled (``result``, ``follow``, ``read`` and ``submit --follow``, when the
+outcome is known), or the dispatcher answered the request with an error (for example
+``invalid_jobid``, ``overloaded``); 2 usage errors; 3 no usable answer from the dispatcher (it
+cannot be reached, the connection broke, it timed out, or its reply breaks the protocol);
+130 interrupted (Ctrl-C); 141 standard output closed early (both handled by
+:func:`runwire.main.main`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -49,7 +58,28 @@ NO_RESULT_PAUSE_S: Final = 1.0
 """Pause before asking again when a waiting get_result answers no_result (the dispatcher
 held it for its maximum)."""
 
-#: Error types about the request rather than the job's outcome (exit status 2).
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+"""The job failed or was cancelled, or the dispatcher answered with an error."""
+EXIT_USAGE: Final = 2
+"""A usage error (argparse's status too)."""
+EXIT_UNREACHABLE: Final = 3
+"""No usable answer from the dispatcher: unreachable, timed out, or broke the protocol."""
+
+EXIT_STATUS_HELP: Final = (
+    "Exit status: 0 success; 1 the job failed or was cancelled, or the dispatcher answered "
+    "with an error (such as invalid_jobid); 2 usage error; 3 no usable answer from the "
+    "dispatcher (cannot connect, connection lost, timed out, or a reply that breaks the "
+    "protocol); 130 interrupted (Ctrl-C)."
+)
+
+JOB_ID_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-[1-5][0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$"
+"""The protocol's JobId pattern (schemas/jobs/dispatcher.json; a test checks they agree)."""
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+MAX_NAME_LENGTH: Final = 255
+"""Longest host or procedure name (the protocol's HostName and ProcedureName)."""
+
+#: Error types about the request rather than the job's outcome.
 REQUEST_ERRORS: Final = frozenset({"invalid_jobid", "bad_request", "overloaded", "storage_error"})
 MAX_LIST_LIMIT: Final = 1000
 STATES: Final = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -58,7 +88,11 @@ PROG: Final = "runwire jobs"
 
 
 class UsageError(Exception):
-    """A problem with the command line or the dispatcher's answer: exit status 2."""
+    """A problem with the command line found by a command: exit status 2."""
+
+
+class Refused(Exception):
+    """The dispatcher answered the request with an error: exit status 1."""
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -95,10 +129,35 @@ def parse_dispatcher(text: str) -> tuple[str, int]:
     return host, port
 
 
+class _OutOfRange(ValueError):
+    """A JSON number too large for a double."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _OutOfRange(f"number out of range: {text}")
+    return value
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` refusing what is not JSON although Python's parser takes it (NaN,
+    Infinity) and numbers too large for a double (1e999).
+
+    Raises:
+        ValueError: not JSON (:class:`_OutOfRange` for a number out of range).
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def json_value(text: str) -> Any:
     """A JSON value (argparse type)."""
     try:
-        return json.loads(text)
+        return strict_json(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({exc})") from None
 
@@ -112,11 +171,36 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 def argument(text: str) -> Any:
-    """A procedure argument: JSON if it parses as JSON, else the string itself."""
+    """A procedure argument: JSON if it parses as JSON, else the string itself (so ``NaN``
+    is the string "NaN"); a number too large for a double is an error (argparse type)."""
     try:
-        return json.loads(text)
+        return strict_json(text)
+    except _OutOfRange as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (JSON numbers here must fit a double)") from None
     except ValueError:
         return text
+
+
+def job_id(text: str) -> str:
+    """A job id as the dispatcher gives them: a UUID (v4), in lowercase (upper case is
+    accepted and lowered: UUIDs are case-insensitive on input) (argparse type)."""
+    value = text.strip().lower()
+    if not _JOB_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"bad job id {text!r}: expected a UUID v4 as the dispatcher gives"
+        )
+    return value
+
+
+def registry_name(text: str) -> str:
+    """A host or procedure name: 1 to 255 characters (argparse type)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(text) > MAX_NAME_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_NAME_LENGTH} characters, not {len(text)}: {text[:20]!r}..."
+        )
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -209,10 +293,10 @@ def describe_outcome(line: Mapping[str, Any]) -> tuple[str, int]:
 
 
 def _request_error(line: Mapping[str, Any]) -> None:
-    """Raise UsageError when ``line`` is an error about the request itself."""
+    """Raise Refused when ``line`` is an error about the request itself."""
     error = line.get("error")
     if isinstance(error, Mapping) and error.get("type") in REQUEST_ERRORS:
-        raise UsageError(
+        raise Refused(
             f"the dispatcher refused the request: {error.get('type')}: {error.get('message')}"
         )
 
@@ -225,7 +309,7 @@ class Session:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.host, self.port = args.dispatcher
-        self.timeout_s: float = args.timeout_s
+        self.timeout_s: float = args.wait_timeout
         self.json: bool = args.json
         self.out: TextIO = sys.stdout
 
@@ -353,7 +437,7 @@ def _submit(session: Session, args: argparse.Namespace) -> int:
     reply = session.request("call", "CallRequest", payload)
     if "error" in reply:
         error = reply["error"]
-        raise UsageError(
+        raise Refused(
             f"the dispatcher refused the job: {error.get('type')}: {error.get('message')}"
         )
     job_id = reply["job_id"]
@@ -388,7 +472,7 @@ def _status(session: Session, args: argparse.Namespace) -> int:
     _request_error(reply)
     if "error" in reply:
         error = reply["error"]
-        raise UsageError(f"status unavailable: {error.get('type')}: {error.get('message')}")
+        raise Refused(f"status unavailable: {error.get('type')}: {error.get('message')}")
     if session.json:
         session.out.write(_dumps({"job_id": args.job_id, **reply}) + "\n")
         return 0
@@ -431,7 +515,7 @@ def _cancel(session: Session, args: argparse.Namespace) -> int:
     _request_error(reply)
     if "error" in reply:
         error = reply["error"]
-        raise UsageError(f"not cancelled: {error.get('type')}: {error.get('message')}")
+        raise Refused(f"not cancelled: {error.get('type')}: {error.get('message')}")
     if session.json:
         session.out.write(_dumps(reply) + "\n")
     elif reply["cancelled"]:
@@ -450,7 +534,7 @@ def _list(session: Session, args: argparse.Namespace) -> int:
     _request_error(reply)
     if "error" in reply:
         error = reply["error"]
-        raise UsageError(f"cannot list jobs: {error.get('type')}: {error.get('message')}")
+        raise Refused(f"cannot list jobs: {error.get('type')}: {error.get('message')}")
     if session.json:
         session.out.write(_dumps(reply) + "\n")
         return 0
@@ -495,10 +579,16 @@ def _run(
             return command(session, args)
         except UsageError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Refused as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         except LocalProtocolError as exc:
             print(f"{name}: invalid request: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except ValueError as exc:  # a model refused the values (pydantic's ValidationError)
-            print(f"{name}: invalid request: {exc}", file=sys.stderr)
+            print(f"{name}: invalid request: {_validation_summary(exc)}", file=sys.stderr)
+            return EXIT_USAGE
         except Timeout as exc:
             print(
                 f"{name}: the dispatcher at {session.where} did not answer: {exc}", file=sys.stderr
@@ -508,16 +598,44 @@ def _run(
                 f"{name}: the dispatcher at {session.where} broke the protocol: {exc}",
                 file=sys.stderr,
             )
+        except BrokenPipeError:  # standard output closed: runwire.main handles it
+            raise
         except (RunwireError, OSError) as exc:
             print(f"{name}: cannot reach the dispatcher at {session.where}: {exc}", file=sys.stderr)
-        except KeyboardInterrupt:
-            print(f"{name}: interrupted", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # output piped into a command that stopped reading
-            return 0
-        return 2
+        return EXIT_UNREACHABLE
 
     return run
+
+
+def _validation_summary(exc: ValueError) -> str:
+    """One line for a pydantic ValidationError (each error's location and message, no
+    links), else ``str(exc)``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for error in errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or str(exc)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores the value like the option it stands for, and says on stderr to use that one."""
+
+    def __init__(self, *args: Any, instead: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instead = instead
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.instead}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -531,12 +649,22 @@ def _common() -> argparse.ArgumentParser:
         help=f"the dispatcher (default: ${DISPATCHER_ENV}, else {DEFAULT_DISPATCHER})",
     )
     group.add_argument(
-        "--timeout-s",
+        "--wait-timeout",
         type=positive_seconds,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help="bound on connecting and on each wait for a reply line, seconds (default: "
-        "%(default)s; waiting commands re-ask after this much silence)",
+        help="this command's patience, seconds: the bound on connecting and on each wait for a "
+        "reply line (default: %(default)s); result --wait, follow and submit --follow re-ask "
+        "after this much silence instead of giving up. Not the job's limit (submit --timeout)",
+    )
+    group.add_argument(  # the old name of --wait-timeout, kept for scripts
+        "--timeout-s",
+        dest="wait_timeout",
+        type=positive_seconds,
+        default=argparse.SUPPRESS,
+        action=_DeprecatedAlias,
+        instead="--wait-timeout",
+        help=argparse.SUPPRESS,
     )
     group.add_argument(
         "--json",
@@ -554,7 +682,7 @@ def _position(parser: argparse.ArgumentParser, default: str) -> None:
     where.add_argument(
         "--recent", type=non_negative_int, metavar="N", help="start N packets before the end"
     )
-    parser.epilog = f"Without --since or --recent: {default}."
+    parser.epilog = f"Without --since or --recent: {default}. {EXIT_STATUS_HELP}"
 
 
 def add_client_commands(commands: Any) -> None:
@@ -563,7 +691,11 @@ def add_client_commands(commands: Any) -> None:
 
     def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = commands.add_parser(
-            name, help=help_text, description=description, parents=[common]
+            name,
+            help=help_text,
+            description=description,
+            parents=[common],
+            epilog=EXIT_STATUS_HELP,
         )
         return parser
 
@@ -574,8 +706,15 @@ def add_client_commands(commands: Any) -> None:
         "then print its result). Each ARG is parsed as JSON when it is JSON, else taken as a "
         "string (so 1 is a number, '\"1\"' a string, abc a string).",
     )
-    submit.add_argument("host", metavar="HOST", help="the host's name in the dispatcher's registry")
-    submit.add_argument("procedure", metavar="PROCEDURE", help="the procedure to call")
+    submit.add_argument(
+        "host",
+        type=registry_name,
+        metavar="HOST",
+        help="the host's name in the dispatcher's registry",
+    )
+    submit.add_argument(
+        "procedure", type=registry_name, metavar="PROCEDURE", help="the procedure to call"
+    )
     submit.add_argument(
         "args", nargs="*", type=argument, metavar="ARGS", help="positional arguments"
     )
@@ -598,7 +737,9 @@ def add_client_commands(commands: Any) -> None:
         "--timeout",
         type=positive_int,
         metavar="S",
-        help="longest silence between stream packets, whole seconds (the dispatcher caps it)",
+        help="the job's idle limit (the protocol's timeout): longest silence between stream "
+        "packets, or the whole run of a procedure that streams nothing, whole seconds (the "
+        "dispatcher caps it). Not how long this command waits: see --wait-timeout",
     )
     submit.add_argument(
         "--max-exec-time",
@@ -621,11 +762,11 @@ def add_client_commands(commands: Any) -> None:
         "'not finished' while it runs. Exit status 1 when the job failed or was cancelled.",
     )
     result.add_argument("--wait", action="store_true", help="wait until the job ends")
-    result.add_argument("job_id", metavar="JOB_ID")
+    result.add_argument("job_id", type=job_id, metavar="JOB_ID")
     result.set_defaults(func=_run(_result))
 
     status = add("status", "print a job's status", "Print a job's state, call, times and info.")
-    status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument("job_id", type=job_id, metavar="JOB_ID")
     status.set_defaults(func=_run(_status))
 
     follow = add(
@@ -635,7 +776,7 @@ def add_client_commands(commands: Any) -> None:
         "until the job ends; then its result.",
     )
     _position(follow, "only packets that come from now on (as --recent 0)")
-    follow.add_argument("job_id", metavar="JOB_ID")
+    follow.add_argument("job_id", type=job_id, metavar="JOB_ID")
     follow.set_defaults(func=_run(_follow))
 
     read = add(
@@ -645,11 +786,11 @@ def add_client_commands(commands: Any) -> None:
         "line), then its result if it has ended.",
     )
     _position(read, "every packet (as --since 0)")
-    read.add_argument("job_id", metavar="JOB_ID")
+    read.add_argument("job_id", type=job_id, metavar="JOB_ID")
     read.set_defaults(func=_run(_read))
 
     cancel = add("cancel", "cancel a queued or running job", "Cancel a queued or running job.")
-    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.add_argument("job_id", type=job_id, metavar="JOB_ID")
     cancel.set_defaults(func=_run(_cancel))
 
     listing = add(
@@ -658,7 +799,7 @@ def add_client_commands(commands: Any) -> None:
         "List jobs matching every filter given, newest submission first.",
     )
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
-    listing.add_argument("--host", metavar="H", help="only jobs for this host")
+    listing.add_argument("--host", type=registry_name, metavar="H", help="only jobs for this host")
     listing.add_argument(
         "--queue", type=json_object, metavar="JSON", help="only jobs of this queue"
     )

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -241,3 +242,57 @@ def test_a_name_is_registered_once() -> None:
     sub.add_lazy_parser("a", "line a", lambda action: None)
     with pytest.raises(argparse.ArgumentError, match="conflicting subparser"):
         sub.add_lazy_parser("a", "again", lambda action: None)
+
+
+# --- exits every subcommand shares ----------------------------------------------------------
+
+
+def run_with_closed_stdout(*argv: str) -> tuple[int, bytes]:
+    """(exit status, stderr) of ``runwire ARGV`` writing to a pipe whose reader has gone, as
+    in ``runwire ... | head -1`` once head has exited."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "runwire", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        (("conformance", "jobs", "--list"), 141),  # written by the subcommand
+        (("jobs", "submit", "--help"), 0),  # argparse ignores write errors, then exits 0
+    ],
+)
+def test_a_closed_standard_output_exits_quietly(argv: tuple[str, ...], status: int) -> None:
+    assert run_with_closed_stdout(*argv) == (status, b"")
+
+
+def test_ctrl_c_in_any_subcommand_prints_one_line_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runwire.commands.codegen as codegen
+
+    def interrupted(parser_or_args: object) -> int:
+        raise KeyboardInterrupt
+
+    parser = build_parser()
+    args = parser.parse_args(["codegen", "--check"])
+    monkeypatch.setattr(args, "func", interrupted)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda self, argv=None: args)
+    try:
+        status = main(["codegen", "--check"])
+    except KeyboardInterrupt:  # would stop the whole test run
+        pytest.fail("KeyboardInterrupt escaped runwire.main.main")
+    assert status == 130
+    assert capsys.readouterr().err == "runwire codegen: interrupted\n"
+    assert codegen  # imported by parsing: the name is its parser's
