@@ -193,6 +193,8 @@ def test_agent_passwd_default_file_is_the_development_agents(
 def test_agent_passwd_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(tmp_path / "passwd")
     monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
-    assert main(["jobs", "agent-passwd", "--password-file", path, "--stdin", "a:b"]) == 2
+    with pytest.raises(SystemExit) as exited:  # a usage error, reported by argparse
+        main(["jobs", "agent-passwd", "--password-file", path, "--stdin", "a:b"])
+    assert exited.value.code == 2
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["jobs", "agent-passwd", "--password-file", path, "--stdin", "ops"]) == 2
