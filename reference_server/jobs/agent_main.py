@@ -24,7 +24,8 @@ Options on the command line override the configuration file (``--config``, TOML,
 :class:`~runwire.reference_server.jobs.agent.AgentConfig`; see examples/jobs/agent.toml);
 ``--procedures`` adds to the file's ``modules``.
 
-Stops on SIGTERM or SIGINT: calls in flight end with the error ``shutdown``.
+Stops on SIGTERM or SIGINT: calls in flight end with the error ``shutdown``; then it prints
+``runwire jobs agent stopped`` (as the dispatcher prints ``runwire jobs dispatcher stopped``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ __all__ = [
     "DESCRIPTION",
     "DEV_AGENT_FILE",
     "DEV_USER",
+    "LOG_LEVELS",
     "add_arguments",
+    "add_log_level_argument",
     "read_dev_agent",
     "run",
     "write_dev_agent",
@@ -72,10 +75,33 @@ DEV_USER = "runwire"
 DEV_AGENT_FILE = "dev-agent.json"
 """File in the agent's folder telling where a development agent listens and how to log in."""
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The ``--log-level`` choices of both jobs servers (given in any case)."""
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log-level LEVEL`` (one of :data:`LOG_LEVELS`, any case; default INFO), the same
+    for ``runwire serve jobs-agent`` and ``jobs-dispatcher``: an unknown level is a usage
+    error."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="LEVEL",
+        help="log level on stderr: debug, info, warning, error or critical (default: info)",
+    )
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the agent's options to ``parser``."""
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file (paths in it are relative to its folder; see "
+        "examples/jobs/agent.toml)",
+    )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default 4306; 0: any free port)")
     parser.add_argument("--certfile", type=Path, metavar="FILE", help="PEM certificate (chain)")
@@ -119,12 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="environment variable holding --user's password (default: a random one, printed)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level on stderr (default info)",
-    )
+    add_log_level_argument(parser)
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -252,7 +273,8 @@ def _announce(endpoint: AgentEndpoint) -> None:
     else:
         tls = f"certificate {endpoint.certfile}"
     print(
-        f"jobs agent listening on {where} (TLS), {tls}; password file {endpoint.password_file}; "
+        f"runwire jobs agent listening on {where} (TLS), {tls}; "
+        f"password file {endpoint.password_file}; "
         f"{len(endpoint.procedures)} procedures: {', '.join(endpoint.procedures)}",
         flush=True,
     )
@@ -262,8 +284,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT. Returns 0, or 2 for a configuration error, 1 when
     the address cannot be used."""
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    started = False
     try:
         config = _config(args)
         told, credentials = _credentials(args, config)
@@ -271,11 +294,17 @@ def run(args: argparse.Namespace) -> int:
             print(told, flush=True)
 
         def ready(endpoint: AgentEndpoint) -> None:
+            nonlocal started
             if endpoint.dev_certificate:
                 write_dev_agent(config.agent_dir, endpoint, credentials)
             _announce(endpoint)
+            started = True
 
-        asyncio.run(run_agent(config, ready=ready))
+        try:
+            asyncio.run(run_agent(config, ready=ready))
+        finally:
+            if started:
+                print("runwire jobs agent stopped", flush=True)
     except (ConfigError, PasswordFileError) as exc:
         print(f"runwire serve jobs-agent: error: {exc}", file=sys.stderr)
         return 2

@@ -159,10 +159,48 @@ class DispatcherConfig:
 _DISPATCHER_KEYS = {
     name for name in DispatcherConfig.__dataclass_fields__ if name not in ("hosts", "source")
 }
-_HOST_KEYS = set(HostEntry.__dataclass_fields__) | {"password_file"}
+_HOST_KEYS = set(HostEntry.__dataclass_fields__) | {"password_file", "dev_agent"}
+
+
+def _config_path(value: Any, base: Path, key: str) -> Path:
+    """The path a configuration key names: ``~`` expanded, relative to ``base`` (the
+    configuration file's folder).
+
+    Raises:
+        ValueError: not a non-empty string (the message names ``key``).
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a path, not {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _file_problem(key: str, path: Path, exc: OSError | ssl.SSLError) -> ValueError:
+    """The error for a file named by ``key`` that cannot be used: ``KEY: PATH: why``."""
+    if isinstance(exc, FileNotFoundError):
+        why = "no such file"
+    elif isinstance(exc, ssl.SSLError):
+        why = f"not a PEM certificate bundle ({exc.reason or exc})"
+    else:
+        why = exc.strerror or str(exc)
+    return ValueError(f"{key}: {path}: {why}")
 
 
 def _parse_hosts(table: Mapping[str, Any], base: Path) -> dict[str, HostEntry]:
+    """The ``[hosts.NAME]`` tables. The files they name are read (``password_file``,
+    ``dev_agent``'s record) or loaded (``ca_file``, unless ``verify = false``) now, so a
+    wrong path stops the load with an error naming the key, not each job later.
+
+    ``dev_agent = "STATE_DIR"`` (alone in its table) takes the whole entry from the record
+    the development agent started with that state folder writes
+    (``STATE_DIR/jobs-agent/dev-agent.json``: address, port, certificate, credentials), as
+    the dispatcher does for ``localhost`` when it runs without a configuration file.
+
+    Raises:
+        ValueError: an unknown key, an ill-typed value, or a file that cannot be used (the
+            message starts with the key, e.g. ``hosts.web01.password_file: PATH: no such
+            file``).
+    """
     hosts = {}
     for name, entry in table.items():
         if not isinstance(entry, dict):
@@ -170,21 +208,70 @@ def _parse_hosts(table: Mapping[str, Any], base: Path) -> dict[str, HostEntry]:
         unknown = set(entry) - _HOST_KEYS
         if unknown:
             raise ValueError(f"hosts.{name}: unknown keys {sorted(unknown)}")
-        values = dict(entry)
-        password_file = values.pop("password_file", None)
-        if password_file is not None:
-            values["password"] = (base / password_file).read_text(encoding="utf-8").strip()
-        if values.get("ca_file") is not None:
-            values["ca_file"] = str(base / values["ca_file"])
-        hosts[name] = HostEntry(**values)
+        if "dev_agent" in entry:
+            host = _dev_agent_host(entry, base, f"hosts.{name}.dev_agent")
+        else:
+            host = _host_entry(entry, base, f"hosts.{name}")
+        if host.ca_file is not None:
+            path = Path(host.ca_file)
+            try:
+                if host.verify:
+                    client_context(path)  # reads and parses it, as calls will
+                else:
+                    path.read_bytes()
+            except (OSError, ssl.SSLError) as exc:
+                raise _file_problem(f"hosts.{name}.ca_file", path, exc) from exc
+        hosts[name] = host
     return hosts
+
+
+def _host_entry(entry: Mapping[str, Any], base: Path, where: str) -> HostEntry:
+    values = dict(entry)
+    password_file = values.pop("password_file", None)
+    if password_file is not None:
+        key = f"{where}.password_file"
+        path = _config_path(password_file, base, key)
+        try:
+            values["password"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _file_problem(key, path, exc) from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{key}: {path}: not UTF-8 text") from exc
+    if values.get("ca_file") is not None:
+        values["ca_file"] = str(_config_path(values["ca_file"], base, f"{where}.ca_file"))
+    try:
+        return HostEntry(**values)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _dev_agent_host(entry: Mapping[str, Any], base: Path, key: str) -> HostEntry:
+    from .agent import AGENT_DIR_NAME
+    from .agent_main import DEV_AGENT_FILE, read_dev_agent  # the agent owns the format
+
+    if len(entry) > 1:
+        others = sorted(set(entry) - {"dev_agent"})
+        raise ValueError(f"{key}: give no other keys ({', '.join(others)}): the record has them")
+    state_dir = _config_path(entry["dev_agent"], base, key)
+    record = state_dir / AGENT_DIR_NAME / DEV_AGENT_FILE
+    start = f"start `runwire serve jobs-agent --state-dir {state_dir}` first"
+    if not record.exists():
+        raise ValueError(f"{key}: {record}: no such file ({start})")
+    host = read_dev_agent(state_dir)
+    if host is None:
+        raise ValueError(
+            f"{key}: {record}: no address or credentials in it ({start}; it records the "
+            "credentials it creates or is given with --user)"
+        )
+    return host
 
 
 def load_config(path: str | Path) -> DispatcherConfig:
     """Read a dispatcher configuration from a TOML file.
 
     Relative paths in it (``database``, ``ca_file``, ``password_file``) are relative to
-    the file's folder. Example::
+    the file's folder, not to the current directory; ``~`` is expanded. The files a host
+    entry names are read now (see :func:`_parse_hosts`). Example::
 
         [dispatcher]
         port = 3502
@@ -200,9 +287,14 @@ def load_config(path: str | Path) -> DispatcherConfig:
         password_file = "web01.password"
         ca_file = "agents-ca.pem"
 
+        [hosts.localhost]
+        dev_agent = "state"   # the development agent of this state folder
+
     Raises:
         OSError: the file cannot be read.
-        ValueError: it is not valid TOML or has unknown or ill-typed keys.
+        ValueError: it is not valid TOML, has unknown or ill-typed keys, or names a file
+            that cannot be used; the message starts with the file and the key
+            (``dispatcher.toml: hosts.web01.password_file: web01.password: no such file``).
     """
     path = Path(path)
     try:
@@ -217,13 +309,12 @@ def load_config(path: str | Path) -> DispatcherConfig:
     if bad:
         raise ValueError(f"{path}: unknown keys in [dispatcher]: {sorted(bad)}")
     base = path.parent
-    if "database" in settings and settings["database"] != ":memory:":
-        settings["database"] = str(base / settings["database"])
     try:
-        return DispatcherConfig(
-            **settings, hosts=_parse_hosts(document.get("hosts", {}), base), source=path
-        )
-    except TypeError as exc:
+        if "database" in settings and settings["database"] != ":memory:":
+            settings["database"] = str(_config_path(settings["database"], base, "database"))
+        hosts = _parse_hosts(document.get("hosts", {}), base)
+        return DispatcherConfig(**settings, hosts=hosts, source=path)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
 

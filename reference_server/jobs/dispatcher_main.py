@@ -4,6 +4,11 @@ With no ``--config`` the dispatcher listens on 127.0.0.1:3502, keeps its databas
 state folder, and its hosts registry names one host, ``localhost``: the development agent
 that ``runwire serve jobs-agent`` started from the same state folder (its certificate and
 credentials are read from there). SIGHUP reloads the hosts registry from the config file.
+
+Stops on SIGTERM or SIGINT and prints ``runwire jobs dispatcher stopped`` (as the agent prints
+``runwire jobs agent stopped``). Exit status: 0 stopped; 1 it could not listen; 2 a usage or
+configuration error (a config error names the file and key, e.g.
+``dispatcher.toml: hosts.web01.password_file: web01.password: no such file``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
+from .agent_main import add_log_level_argument, read_dev_agent
 from .dispatcher import Dispatcher, DispatcherConfig, HostEntry, load_config
 
 DESCRIPTION = "run the reference jobs dispatcher (HarpCaller's client protocol, port 3502)"
@@ -30,15 +37,17 @@ def default_state_dir() -> Path:
 def development_agent(state_dir: Path) -> HostEntry | None:
     """The host entry of the development agent started with the same state folder, or
     None if it has not written its certificate and credentials there yet."""
-    from .agent_main import read_dev_agent  # the agent owns the format of these files
-
-    return read_dev_agent(state_dir)
+    return read_dev_agent(state_dir)  # the agent owns the format of its record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``runwire serve jobs-dispatcher``."""
     parser.add_argument(
-        "--config", type=Path, help="TOML configuration file ([dispatcher], [hosts.NAME])"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file ([dispatcher], [hosts.NAME]; paths in it are relative "
+        "to its folder; see examples/jobs/dispatcher.toml)",
     )
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 3502; 0 picks one)")
@@ -51,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_state_dir(),
         help="folder for the default database and the development agent's files (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    add_log_level_argument(parser)
 
 
 def build_config(args: argparse.Namespace) -> DispatcherConfig:
@@ -100,7 +109,7 @@ async def serve(config: DispatcherConfig) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``runwire serve jobs-dispatcher``; returns the exit status."""
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         config = build_config(args)
@@ -109,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(serve(config))
+    except sqlite3.Error as exc:
+        print(f"runwire serve jobs-dispatcher: database {config.database}: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"runwire serve jobs-dispatcher: {exc}", file=sys.stderr)
         return 1
