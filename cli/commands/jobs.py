@@ -49,8 +49,13 @@ def _agent_passwd(args: argparse.Namespace) -> int:
             line = sys.stdin.readline()
             password = line[:-1] if line.endswith("\n") else line
         else:
-            password = getpass.getpass(f"new password for {args.user}: ")
-            if getpass.getpass("again: ") != password:
+            try:
+                password = getpass.getpass(f"new password for {args.user}: ")
+                again = getpass.getpass("again: ")
+            except KeyboardInterrupt:  # runwire.main reports it; end the prompt's line first
+                print(file=sys.stderr)
+                raise
+            if again != password:
                 print(f"{prog}: passwords differ", file=sys.stderr)
                 return 1
         if not password:
@@ -58,7 +63,7 @@ def _agent_passwd(args: argparse.Namespace) -> int:
             return 2
         PasswordFile(path).set_password(args.user, password)
     except (PasswordFileError, OSError, EOFError) as exc:
-        print(f"{prog}: {exc or 'no input'}", file=sys.stderr)
+        print(f"{prog}: {str(exc) or 'no input'}", file=sys.stderr)
         return 1
     print(f"password of {args.user} set in {path}")
     return 0

@@ -442,8 +442,20 @@ def test_ctrl_c_at_the_password_prompt_exits_130(
     except KeyboardInterrupt:  # would stop the whole test run
         pytest.fail("KeyboardInterrupt escaped runwire.main.main")
     assert status == 130
-    assert capsys.readouterr().err == "runwire jobs agent-passwd: interrupted\n"
+    # The prompt's line ended, then the one line of every interrupted command.
+    assert capsys.readouterr().err == "\nrunwire jobs agent-passwd: interrupted\n"
     assert not passwd.exists()
+
+
+def test_no_input_at_the_password_prompt_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def end_of_input(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("getpass.getpass", end_of_input)
+    assert main(["jobs", "agent-passwd", "--password-file", str(tmp_path / "p"), "ops"]) == 1
+    assert capsys.readouterr().err == "runwire jobs agent-passwd: no input\n"
 
 
 def test_closed_output_while_printing_a_stream_exits_141(jobs: Runner, dispatcher: Any) -> None:
