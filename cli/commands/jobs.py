@@ -108,7 +108,7 @@ def register(sub: Any) -> None:
         "jobs",
         help="jobs family commands (dispatcher client, agent passwords)",
         description="Commands of the jobs family (HarpCaller dispatcher and harpd agent).",
-        epilog=f"Dispatcher client commands: {EXIT_STATUS_HELP}",
+        epilog=f"{EXIT_STATUS_HELP} (agent-passwd: see its --help.)",
     )
     commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     for add in COMMANDS:
