@@ -247,17 +247,22 @@ def test_a_name_is_registered_once() -> None:
 # --- exits every subcommand shares ----------------------------------------------------------
 
 
-def run_with_closed_stdout(*argv: str) -> tuple[int, bytes]:
+def run_with_closed_stdout(*argv: str, unbuffered: bool) -> tuple[int, bytes]:
     """(exit status, stderr) of ``runwire ARGV`` writing to a pipe whose reader has gone, as
-    in ``runwire ... | head -1`` once head has exited."""
+    in ``runwire ... | head -1`` once head has exited; stdout buffered (Python's default for
+    a pipe) or not (``PYTHONUNBUFFERED``), whatever the environment of the tests says."""
     read_end, write_end = os.pipe()
     os.close(read_end)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     try:
         done = subprocess.run(
             [sys.executable, "-m", "runwire", *argv],
             stdin=subprocess.DEVNULL,
             stdout=write_end,
             stderr=subprocess.PIPE,
+            env=env,
             timeout=120,
             check=False,
         )
@@ -267,14 +272,18 @@ def run_with_closed_stdout(*argv: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.parametrize(
-    ("argv", "status"),
+    ("argv", "unbuffered", "status"),
     [
-        (("conformance", "jobs", "--list"), 141),  # written by the subcommand
-        (("jobs", "submit", "--help"), 0),  # argparse ignores write errors, then exits 0
+        (("conformance", "jobs", "--list"), False, 141),  # written by the subcommand
+        (("conformance", "jobs", "--list"), True, 141),
+        (("jobs", "submit", "--help"), False, 141),  # the final flush fails
+        (("jobs", "submit", "--help"), True, 0),  # argparse ignores its write error, exits 0
     ],
 )
-def test_a_closed_standard_output_exits_quietly(argv: tuple[str, ...], status: int) -> None:
-    assert run_with_closed_stdout(*argv) == (status, b"")
+def test_a_closed_standard_output_exits_quietly(
+    argv: tuple[str, ...], unbuffered: bool, status: int
+) -> None:
+    assert run_with_closed_stdout(*argv, unbuffered=unbuffered) == (status, b"")
 
 
 def test_ctrl_c_in_any_subcommand_prints_one_line_and_exits_130(
