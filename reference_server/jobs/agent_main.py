@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import secrets
 import sys
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from runwire.runtime.files import write_atomically
 
+from ..logging_options import add_log_level_argument, configure_logging
 from .agent import (
     AGENT_DIR_NAME,
     AgentConfig,
@@ -59,9 +59,7 @@ __all__ = [
     "DESCRIPTION",
     "DEV_AGENT_FILE",
     "DEV_USER",
-    "LOG_LEVELS",
     "add_arguments",
-    "add_log_level_argument",
     "read_dev_agent",
     "run",
     "write_dev_agent",
@@ -74,23 +72,6 @@ DEV_USER = "runwire"
 
 DEV_AGENT_FILE = "dev-agent.json"
 """File in the agent's folder telling where a development agent listens and how to log in."""
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-"""The ``--log-level`` choices of both jobs servers (given in any case)."""
-
-
-def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
-    """``--log-level LEVEL`` (one of :data:`LOG_LEVELS`, any case; default INFO), the same
-    for ``runwire serve jobs-agent`` and ``jobs-dispatcher``: an unknown level is a usage
-    error."""
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="INFO",
-        metavar="LEVEL",
-        help="log level on stderr: debug, info, warning, error or critical (default: info)",
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -283,9 +264,7 @@ def _announce(endpoint: AgentEndpoint) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT. Returns 0, or 2 for a configuration error, 1 when
     the address cannot be used."""
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     started = False
     try:
         config = _config(args)

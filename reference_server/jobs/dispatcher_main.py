@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sqlite3
 import sys
 from pathlib import Path
 
-from .agent_main import add_log_level_argument, read_dev_agent
+from ..logging_options import add_log_level_argument, configure_logging
+from .agent_main import read_dev_agent
 from .dispatcher import Dispatcher, DispatcherConfig, HostEntry, load_config
 
 DESCRIPTION = "run the reference jobs dispatcher (HarpCaller's client protocol, port 3502)"
@@ -108,9 +108,7 @@ async def serve(config: DispatcherConfig) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``runwire serve jobs-dispatcher``; returns the exit status."""
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     try:
         config = build_config(args)
     except (OSError, ValueError) as exc:

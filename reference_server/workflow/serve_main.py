@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import atexit
 import functools
-import logging
 import signal
 import sys
 import threading
@@ -51,6 +50,7 @@ from typing import Any, Final
 
 import zmq
 
+from runwire.reference_server.logging_options import add_log_level_argument, configure_logging
 from runwire.runtime.errors import RunwireError
 
 from .contact import RUN_ROOT_ENV, check_workflow_id, default_run_root
@@ -95,8 +95,6 @@ def positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
 
-
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 SIGNAL_HELP: Final = """\
 signals:
@@ -162,14 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between heartbeats on the publish socket (default %(default)s)",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="WARNING",
-        metavar="LEVEL",
-        help=f"logging level: {', '.join(LOG_LEVELS)}, any case (default: %(default)s)",
-    )
+    add_log_level_argument(parser, default="WARNING")
 
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -271,10 +262,7 @@ async def serve(service: WorkflowService, signals: StopSignals | None = None) ->
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``runwire serve workflow``; returns the exit status."""
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         definition = load_definition(args.definition)
     except DefinitionError as exc:
