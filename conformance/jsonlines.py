@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
 
+from runwire.runtime.codec import strict_json
+
 from .case import CaseFailure, FailureKind
 from .context import CaseContext, Frame, SchemaRefs
 from .manifest import OperationInfo
@@ -56,15 +58,11 @@ class StreamReply:
     frames: list[Frame] = field(default_factory=list)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _decode(raw: bytes) -> tuple[bool, Any]:
     """(True, value) for a strict JSON line (one trailing CR stripped), else (False, None)."""
     line = raw[:-1] if raw.endswith(b"\r") else raw
     try:
-        return True, json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        return True, strict_json.loads(line)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False, None
 

@@ -37,6 +37,7 @@ import zmq
 import zmq.asyncio
 
 from runwire.runtime.closing import AclosingContext
+from runwire.runtime.codec import strict_json
 from runwire.runtime.transport.zmq_security import CurveClientSecurity
 
 from .case import CaseFailure, FailureKind
@@ -76,13 +77,9 @@ Security = CurveClientSecurity | _Plain | None
 def _decode(raw: bytes) -> tuple[bool, Any]:
     """(True, value) for a frame holding one strict JSON value (UTF-8), else (False, None)."""
     try:
-        return True, json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return True, strict_json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False, None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _tcp(host: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from runwire.runtime.codec import strict_json
 from runwire.runtime.errors import RemoteProtocolError
 
 __all__ = [
@@ -104,10 +105,10 @@ def decode_request(frame: bytes, *, max_message_bytes: int) -> CommandRequest:
             "too_large",
         )
     try:
-        message = json.loads(frame.decode("utf-8"))
+        message = strict_json.loads(frame)
     except UnicodeDecodeError as exc:
         raise EnvelopeError(f"Request is not UTF-8: {exc}", "parse_error") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise EnvelopeError(str(exc), "parse_error") from exc
     if not isinstance(message, dict):
         raise EnvelopeError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeAlias
 
 from ..errors import InvalidState, LimitExceeded, LocalProtocolError, RemoteProtocolError
+from .strict_json import STRICT_DECODER
 
 __all__ = [
     "EOF",
@@ -66,14 +67,9 @@ Event: TypeAlias = Line | Sentinel
 """What `JsonLinesDecoder.next_event` returns: a `Line`, `NEED_DATA` or `EOF`."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# One decoder and two encoders for every line: ``json.loads`` / ``json.dumps`` with options
-# build a new decoder or encoder on each call, which costs more than the work itself on a
-# short line. Both are stateless between calls.
-_STRICT_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+# One decoder (strict_json's) and two encoders for every line: ``json.loads`` / ``json.dumps``
+# with options build a new decoder or encoder on each call, which costs more than the work
+# itself on a short line. Both are stateless between calls.
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _SORTED_ENCODER: Final = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
@@ -186,7 +182,7 @@ def _decode(raw: bytes) -> Any:
     if not raw:
         raise RemoteProtocolError("empty line", error_type="parse_error")
     try:
-        return _STRICT_DECODER.decode(raw.decode("utf-8"))
+        return STRICT_DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"line is not UTF-8: {exc}", error_type="parse_error") from exc
     except (ValueError, RecursionError) as exc:

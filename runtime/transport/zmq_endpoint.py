@@ -62,6 +62,7 @@ import zmq.asyncio
 import zmq.auth.asyncio
 
 from runwire.runtime.closing import AsyncClosingContext, ClosingContext
+from runwire.runtime.codec import strict_json
 from runwire.runtime.codec.command import (
     EnvelopeError,
     decode_request,
@@ -1117,8 +1118,8 @@ class _ClientCommon:
         self, raw: bytes, command: str, spec: CommandSpec | None, request_id: str | None
     ) -> Any:
         try:
-            reply = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            reply = strict_json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise RemoteProtocolError(f"reply to {command!r} is not JSON: {exc}") from exc
         if not isinstance(reply, dict):
             raise RemoteProtocolError(
@@ -1511,8 +1512,8 @@ class ZmqSubscriberBase(AsyncClosingContext):
             raise RemoteProtocolError(f"published message has {len(frames)} frames, not 2")
         topic = frames[0].decode("ascii", errors="replace")
         try:
-            payload = json.loads(frames[1])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            payload = strict_json.loads(frames[1])
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise RemoteProtocolError(f"{topic!r} payload is not JSON: {exc}") from exc
         step = None
         if isinstance(payload, dict):

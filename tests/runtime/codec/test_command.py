@@ -45,6 +45,9 @@ def test_a_non_string_id_is_not_echoed() -> None:
         (b'{"args": {}}', "invalid_request", "Request missing field 'command'"),
         (b'{"command": 1, "args": {}}', "invalid_request", "must be a string, not number"),
         (b'{"command": "api"}', "invalid_request", "Request missing field 'args'"),
+        (b'{"command": "api", "args": {"x": NaN}}', "parse_error", "NaN is not valid JSON"),
+        (b'{"command": "api", "args": {"x": -Infinity}}', "parse_error", "-Infinity"),
+        (b'{"command": "api", "args": {"x": 1e999}}', "parse_error", "out of the range"),
     ],
 )
 def test_every_bad_frame_names_its_code(frame: bytes, code: str, text: str) -> None:

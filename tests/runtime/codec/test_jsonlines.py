@@ -81,7 +81,10 @@ def test_utf8_value() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"\n", b"\r\n", b"{\n", b"NaN\n", b"[Infinity]\n", b"-Infinity\n", b'"\xff"\n', b"1 2\n"],
+    [
+        *(b"\n", b"\r\n", b"{\n", b"NaN\n", b"[Infinity]\n", b"-Infinity\n", b'"\xff"\n'),
+        *(b"1 2\n", b"[1e999]\n", b'{"n": -2E400}\n'),
+    ],
 )
 def test_parse_error_consumes_the_line_only(raw: bytes) -> None:
     decoder = JsonLinesDecoder()
