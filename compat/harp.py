@@ -97,6 +97,7 @@ is :meth:`HarpCaller.host` (the manual's synopsis uses ``rpc("localhost")``).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -441,12 +442,13 @@ def _client_ssl_context(ca_file: str | None, check_hostname: bool) -> ssl.SSLCon
     return context
 
 
-class _ClosedOnExit(ClosingContext):
+class _ClosedOnExit(ClosingContext, abc.ABC):
     """Closes on leaving a ``with`` block and when garbage-collected (``close()`` is
     idempotent in every subclass)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the object holds; idempotent."""
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

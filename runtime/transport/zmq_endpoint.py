@@ -997,7 +997,7 @@ def _split_route(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 # --- client --------------------------------------------------------------------------------
 
 
-class _ClientCommon:
+class _ClientCommon(abc.ABC):
     """What the async and the blocking command clients share: the REQ socket's making and
     dropping (Lazy Pirate), the request envelope and the reply's checks. No waiting here."""
 
@@ -1005,9 +1005,9 @@ class _ClientCommon:
     ERROR_REPLY_URI: ClassVar[str | None] = None
 
     @staticmethod
+    @abc.abstractmethod
     def _default_context() -> zmq.Context[Any]:
         """The context used when none is given (the process-wide one of the right kind)."""
-        raise NotImplementedError
 
     def __init__(
         self,
