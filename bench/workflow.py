@@ -113,10 +113,9 @@ class WorkflowServer(ServerProcess):
         return int(self.match.group(2) if self.match.re is LISTENING else self.match["port"])
 
 
-def raw_server_main(secret_key_file: str | None) -> None:
-    """The raw server: a sync ROUTER that answers every JSON request with ``{"data": true}``
-    (the request id echoed when there is one), CurveZMQ when given a keypair file."""
-    context = zmq.Context()
+def _raw_router(context: zmq.Context[Any], secret_key_file: str | None) -> Any:
+    """A ROUTER of ``context`` bound to a random loopback port (printed as the listening
+    line), a CurveZMQ server with the keypair in ``secret_key_file`` when given."""
     socket = context.socket(zmq.ROUTER)
     socket.setsockopt(zmq.LINGER, 0)
     if secret_key_file is not None:
@@ -127,36 +126,34 @@ def raw_server_main(secret_key_file: str | None) -> None:
         socket.setsockopt(zmq.CURVE_SERVER, 1)
     port = socket.bind_to_random_port(f"tcp://{LOCALHOST}")
     print(f"listening on {LOCALHOST}:{port}", flush=True)
+    return socket
+
+
+def _raw_reply(body: bytes) -> bytes:
+    """The raw servers' answer to any JSON request: ``{"data": true}`` (its id echoed)."""
+    request = json.loads(body)
+    reply: dict[str, Any] = {"data": True}
+    if isinstance(request, dict) and "id" in request:
+        reply["id"] = request["id"]
+    return json.dumps(reply).encode()
+
+
+def raw_server_main(secret_key_file: str | None) -> None:
+    """The raw server: a sync ROUTER that answers every JSON request with ``{"data": true}``
+    (the request id echoed when there is one), CurveZMQ when given a keypair file."""
+    socket = _raw_router(zmq.Context(), secret_key_file)
     while True:
         frames = socket.recv_multipart()
-        request = json.loads(frames[-1])
-        reply: dict[str, Any] = {"data": True}
-        if isinstance(request, dict) and "id" in request:
-            reply["id"] = request["id"]
-        socket.send_multipart([*frames[:-1], json.dumps(reply).encode()])
+        socket.send_multipart([*frames[:-1], _raw_reply(frames[-1])])
 
 
 async def raw_async_server_main(secret_key_file: str | None) -> None:
     """The raw asyncio server: a ``zmq.asyncio`` ROUTER awaiting each request and its reply
     in turn (the architecture of a server on an event loop, with nothing else on it)."""
-    context = zmq.asyncio.Context()
-    socket = context.socket(zmq.ROUTER)
-    socket.setsockopt(zmq.LINGER, 0)
-    if secret_key_file is not None:
-        public, secret = zmq.auth.load_certificate(secret_key_file)
-        assert secret is not None
-        socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
-        socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
-        socket.setsockopt(zmq.CURVE_SERVER, 1)
-    port = socket.bind_to_random_port(f"tcp://{LOCALHOST}")
-    print(f"listening on {LOCALHOST}:{port}", flush=True)
+    socket = _raw_router(zmq.asyncio.Context(), secret_key_file)
     while True:
         frames = await socket.recv_multipart()
-        request = json.loads(frames[-1])
-        reply: dict[str, Any] = {"data": True}
-        if isinstance(request, dict) and "id" in request:
-            reply["id"] = request["id"]
-        await socket.send_multipart([*frames[:-1], json.dumps(reply).encode()])
+        await socket.send_multipart([*frames[:-1], _raw_reply(frames[-1])])
 
 
 # --- the benchmark -------------------------------------------------------------------------------

@@ -6,15 +6,10 @@ nothing here asserts a time or a verdict, only that each row is there with a ver
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "workflow.py"
 ROW_IDS = (
     "rt-plain",
     "rt-curve",
@@ -29,35 +24,14 @@ TINY = ["--quick", "--round-trips=20", "--block=10", "--warmup=5", "--rate-s=0.1
 RUN_TIMEOUT_S = 120
 
 
-def test_quick_run_prints_every_row(tmp_path: Path) -> None:
-    report = tmp_path / "rows.json"
-    process = subprocess.Popen(
-        [sys.executable, str(BENCH), *TINY, "--json", str(report)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the servers it starts share its process group
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        raise AssertionError(f"the bench ran over {RUN_TIMEOUT_S} s:\n{stdout}\n{stderr}") from None
-    assert process.returncode == 0, f"exit {process.returncode}\n{stdout}\n{stderr}"
-
-    lines = stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("id "))
-    assert lines[header].split()[-1] == "verdict"
-    end = lines.index("", header)  # the table ends at the first blank line
-    rows = {line.split()[0]: line for line in lines[header + 1 : end]}
-    assert list(rows) == list(ROW_IDS), stdout
+def test_quick_run_prints_every_row(run_bench: Callable[..., Any]) -> None:
+    run = run_bench("workflow.py", TINY, RUN_TIMEOUT_S)
+    assert list(run.rows) == list(ROW_IDS), run.stdout
     for row_id in ("rt-plain", "rt-curve"):
-        assert re.search(r"\s<= 2x\s+(PASS|MISS)\s*$", rows[row_id]), rows[row_id]
-    assert "details:" in lines
-    assert any(line.strip().startswith("split (CurveZMQ, p50)") for line in lines), stdout
+        assert re.search(r"\s<= 2x\s+(PASS|MISS)\s*$", run.rows[row_id]), run.rows[row_id]
+    assert any(line.strip().startswith("split (CurveZMQ, p50)") for line in run.lines), run.stdout
 
-    written = json.loads(report.read_text())
+    written = run.report
     assert [row["id"] for row in written["rows"]] == list(ROW_IDS)
     assert written["sizes"]["round_trips"] == 20
     for row in written["rows"]:
